@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian 12 / Raspberry Pi OS bookworm machine (Python 3.11):
+# the OS packages the project needs, a virtual environment in .venv with the kiosk
+# installed (editable) plus the extras named as arguments (dev, bench, pi), and the
+# verified model files. Safe to run again: it only does what is not done yet.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv="$repo/.venv"
+extras=$(IFS=,; echo "$*")
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing OS packages: ${missing[*]}" >&2
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    opts=()
+    # On a Pi, picamera2 and libcamera come from Raspberry Pi OS's apt packages.
+    if grep -qs 'Raspberry Pi' /proc/device-tree/model; then opts+=(--system-site-packages); fi
+    python3 -m venv "${opts[@]}" "$venv"
+fi
+
+# Reinstall only when pyproject.toml or the requested extras changed.
+stamp="$venv/.kiosk-installed"
+want="$(sha256sum "$repo/pyproject.toml" | cut -d' ' -f1) [$extras]"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    spec="$repo"; [ -n "$extras" ] && spec="$repo[$extras]"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec"
+    echo "$want" > "$stamp"
+fi
+
+"$venv/bin/kiosk" models fetch
+"$venv/bin/kiosk" samples fetch
