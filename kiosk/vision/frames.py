@@ -52,7 +52,7 @@ def _to_uint8(frame: npt.NDArray[Any]) -> BgrImage:
             raise FrameError("frame has NaN or infinite values")
         peak = float(frame.max()) if frame.size else 0.0
         scaled = frame * 255.0 if peak <= 1.0 else frame
-        return np.clip(scaled, 0, 255).astype(np.uint8)
+        return np.rint(np.clip(scaled, 0, 255)).astype(np.uint8)
     raise FrameError(f"frame pixels must be uint8, uint16 or float, got {frame.dtype}")
 
 
