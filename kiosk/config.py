@@ -16,6 +16,7 @@ otherwise; downloaded registry archives are cached in ``$XDG_CACHE_HOME/kiosk``.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,6 +171,68 @@ class VerificationSettings(_Section):
     )
 
 
+class AuthSettings(_Section):
+    """PINs, lockout, fallback and enrolment."""
+
+    max_failures: int = Field(
+        3,
+        ge=1,
+        le=100,
+        title="Failures before lockout",
+        description="Consecutive failures that lock a user out (NIST SP 800-63B: at most 100).",
+    )
+    lockout_minutes: float = Field(
+        30.0,
+        ge=1,
+        le=24 * 60,
+        title="Lockout duration",
+        description="Minutes a locked-out user must wait (an administrator can unlock sooner).",
+    )
+    attempt_timeout_s: float = Field(
+        20.0,
+        ge=3,
+        le=300,
+        title="Attempt timeout",
+        description="Seconds from an accepted PIN to a face decision before the attempt fails.",
+    )
+    pin_kdf_memory_kib: int = Field(
+        65536,
+        ge=1024,
+        le=1 << 21,
+        title="PIN hash memory",
+        description="argon2id memory cost in KiB for new PIN hashes (64 MiB: ~0.3 s on a Pi 4).",
+    )
+    pin_kdf_time_cost: int = Field(
+        3, ge=1, le=20, title="PIN hash passes", description="argon2id passes over the memory."
+    )
+    reenrol_days: int = Field(
+        180,
+        ge=1,
+        le=3650,
+        title="Re-enrolment age",
+        description="Enrolments older than this are flagged for re-enrolment (faces change).",
+    )
+    secret_file: Path | None = Field(
+        None,
+        title="Device secret file",
+        description=(
+            "Defaults to $CREDENTIALS_DIRECTORY/device-secret under systemd, else "
+            "<state_dir>/device-secret."
+        ),
+    )
+
+
+class DeviceSettings(_Section):
+    """Who this device is in the audit trail."""
+
+    device_id: str = Field(
+        default_factory=lambda: socket.gethostname() or "kiosk",
+        title="Device id",
+        description="Stable id of this device in audit events (defaults to the hostname).",
+    )
+    site: str = Field("default", title="Site", description="Site name in audit events.")
+
+
 class CameraSettings(_Section):
     """Where frames come from."""
 
@@ -223,12 +286,19 @@ class Settings(BaseSettings):
         default_factory=VerificationSettings, title="Verification"
     )
     camera: CameraSettings = Field(default_factory=CameraSettings, title="Camera")
+    auth: AuthSettings = Field(default_factory=AuthSettings, title="Authentication")
+    device: DeviceSettings = Field(default_factory=DeviceSettings, title="Device")
 
     @model_validator(mode="after")
     def _resolve_models_dir(self) -> Settings:
         if self.models_dir is None:
             object.__setattr__(self, "models_dir", self.state_dir / "models")
         return self
+
+    @property
+    def database_path(self) -> Path:
+        """The kiosk database."""
+        return self.state_dir / "kiosk.db"
 
     @property
     def models_path(self) -> Path:
