@@ -10,7 +10,6 @@ face), 2 wrong usage, and the :mod:`kiosk.errors` codes for failures
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -20,20 +19,16 @@ from types import FrameType
 from typing import Any
 
 from kiosk import __version__, supply
+from kiosk.cli_accounts import register_accounts
+from kiosk.cli_io import out, out_json
 from kiosk.config import Settings, load_settings
 from kiosk.errors import KioskError
 
 log = logging.getLogger("kiosk")
 
 
-def _out(text: str = "") -> None:
-    """Write a line of the command's own output (results, tables) to stdout."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def _json(data: Any) -> None:
-    _out(json.dumps(data, indent=None, separators=(",", ":")))
+_out = out
+_json = out_json
 
 
 # --- models and samples ---------------------------------------------------------------------
@@ -329,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, help="frame rate to request / replay at")
     p.add_argument("--json", action="store_true", help="one JSON object per frame")
     p.set_defaults(func=cmd_run)
+
+    register_accounts(sub)
 
     p = sub.add_parser(
         "bench",
