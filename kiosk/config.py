@@ -233,6 +233,78 @@ class DeviceSettings(_Section):
     site: str = Field("default", title="Site", description="Site name in audit events.")
 
 
+class SyncSettings(_Section):
+    """The device's MQTT link to the centre (audit outbox → broker)."""
+
+    enabled: bool = Field(
+        False,
+        title="Sync enabled",
+        description="Publish the audit outbox to the broker from the kiosk daemon.",
+    )
+    host: str = Field("localhost", title="Broker host", description="MQTT broker host name.")
+    port: int = Field(1883, ge=1, le=65535, title="Broker port", description="8883 with TLS.")
+    topic_prefix: str = Field(
+        "kiosk",
+        title="Topic prefix",
+        description="Events go to <prefix>/<site>/<device>/audit, availability to …/status.",
+    )
+    ca_file: Path | None = Field(None, title="CA file", description="CA bundle; enables TLS.")
+    cert_file: Path | None = Field(
+        None, title="Client certificate", description="PEM client certificate for mutual TLS."
+    )
+    key_file: Path | None = Field(
+        None, title="Client key", description="PEM private key of the client certificate."
+    )
+    username: str | None = Field(None, title="User name", description="MQTT user name, if any.")
+    password_file: Path | None = Field(
+        None,
+        title="Password file",
+        description="File holding the MQTT password (never put the password in the config).",
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, title="Keep-alive", description="Seconds.")
+    session_expiry_s: int = Field(
+        7 * 86400,
+        ge=0,
+        title="Session expiry",
+        description="How long the broker keeps the persistent session while the device is away.",
+    )
+    max_inflight: int = Field(
+        100,
+        ge=1,
+        le=65535,
+        title="In-flight window",
+        description="Unacknowledged QoS 1 messages at most at once.",
+    )
+    health_interval_s: float = Field(
+        60.0, gt=0, title="Health interval", description="Seconds between health reports."
+    )
+
+
+class CentreSettings(_Section):
+    """The central ingest service (broker → database)."""
+
+    database_url: str | None = Field(
+        None,
+        title="Database URL",
+        description=(
+            "sqlite:///path or postgresql://…; defaults to SQLite at <state_dir>/centre.db."
+        ),
+    )
+    share_group: str = Field(
+        "ingest",
+        title="Shared-subscription group",
+        description="Workers in one group split the load ($share/<group>/…).",
+    )
+    alert_command: str | None = Field(
+        None,
+        title="Alert command",
+        description="Run for each lockout alert with the event JSON on stdin.",
+    )
+    alert_topic: str | None = Field(
+        None, title="Alert topic", description="Also publish each lockout alert to this topic."
+    )
+
+
 class CameraSettings(_Section):
     """Where frames come from."""
 
@@ -288,6 +360,8 @@ class Settings(BaseSettings):
     camera: CameraSettings = Field(default_factory=CameraSettings, title="Camera")
     auth: AuthSettings = Field(default_factory=AuthSettings, title="Authentication")
     device: DeviceSettings = Field(default_factory=DeviceSettings, title="Device")
+    sync: SyncSettings = Field(default_factory=SyncSettings, title="Sync")
+    centre: CentreSettings = Field(default_factory=CentreSettings, title="Centre")
 
     @model_validator(mode="after")
     def _resolve_models_dir(self) -> Settings:
