@@ -79,6 +79,14 @@ def test_a_site_administrators_day(
     code, out = _kiosk(capsys, monkeypatch, "users", "list", "--json")
     [row] = json.loads(out)
     assert row["templates"] == 3 and not row["reenrol_due"] and row["locked_for_s"] == 0
+    # an enrolment older than 180 days is flagged
+    import sqlite3
+    import time
+
+    with sqlite3.connect(state / "kiosk.db") as conn:
+        conn.execute("UPDATE users SET enrolled_ms = ?", [int((time.time() - 181 * 86400) * 1000)])
+    code, out = _kiosk(capsys, monkeypatch, "users", "list")
+    assert "re-enrol due (older than 180 days)" in out
 
     code, out = _kiosk(
         capsys,
