@@ -329,7 +329,7 @@ class AuthFlow:
                         supervisor.ref(),
                         False,
                         "pin",
-                        f"wrong supervisor PIN overriding for {user.name}",
+                        f"wrong supervisor PIN overriding for {user.ref().uid}",
                     )
                 ],
             )
@@ -342,7 +342,7 @@ class AuthFlow:
         return self._grant(
             user,
             "pin+supervisor",
-            f"supervisor override by {supervisor.name}",
+            f"supervisor override by {supervisor.ref().uid}",
             None,
             extra={"supervisor": supervisor.ref().uid},
             also_reset=supervisor.id,

@@ -40,7 +40,7 @@ def _v1(db: sqlite_utils.Database) -> None:
     """The first schema: users with PINs, encrypted templates, audit and its outbox."""
     db.execute(
         """CREATE TABLE users (
-            id INTEGER PRIMARY KEY,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: ids name people in audit
             name TEXT NOT NULL UNIQUE,
             created_ms INTEGER NOT NULL,
             pin_salt BLOB,
@@ -152,6 +152,8 @@ class Database:
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA synchronous=FULL")
+            # erased templates, secrets and names must not linger in free pages
+            conn.execute("PRAGMA secure_delete=ON")
             if version < SCHEMA_VERSION:
                 self._migrate(conn, version)
         except BaseException:

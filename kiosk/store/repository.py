@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -244,10 +245,7 @@ class SqliteRepository:
             if self.user_by_name(name) is not None:
                 raise ValueError(f"a user named {name!r} exists already")
             if staff_no is None:
-                row = self.db.execute(
-                    "SELECT COALESCE(MAX(CAST(staff_no AS INTEGER)), 1000) + 1 FROM users"
-                ).fetchone()
-                staff_no = str(row[0])
+                staff_no = self._next_staff_no()
             elif self.user_by_staff_no(staff_no) is not None:
                 raise ValueError(f"staff number {staff_no} is taken")
             cursor = self.db.execute(
@@ -317,6 +315,14 @@ class SqliteRepository:
             self._save_lockout(user.id, state)
             self._append_events([event])
 
+    def _next_staff_no(self) -> str:
+        """1000 + the next user id (ids are never reused, so neither are these numbers)."""
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'users'").fetchone()
+        candidate = 1000 + (int(row[0]) if row else 0) + 1
+        while self.user_by_staff_no(str(candidate)) is not None:  # taken by an explicit choice
+            candidate += 1
+        return str(candidate)
+
     def pseudonym(self, user: User) -> str:
         """A stable pseudonym for an erased user: unlinkable without the device secret."""
         digest = hmac.new(self._pseudonym_key, f"user:{user.id}".encode(), hashlib.sha256)
@@ -325,27 +331,36 @@ class SqliteRepository:
     def erase_user(self, user: User, event_for: Any) -> str:
         """Remove the user's biometric data and secrets; pseudonymise their audit trail.
 
-        Templates, PIN and TOTP secret go with the user row; audit rows, unsent
-        outbox rows and consent records keep their facts under a pseudonym.
-        ``event_for(pseudonym)`` builds the erasure event, appended last.
+        Templates, PIN and TOTP secret go with the user row. Audit rows, outbox
+        rows (sent or not: the device keeps no copy naming them) and consent
+        records keep their facts under a pseudonym, and so does every mention
+        of the user's id in other people's rows (a supervisor who overrode for
+        someone, say). What the centre already received is erased there on the
+        erasure event. ``event_for(pseudonym)`` builds that event, appended last.
         """
         pseudonym = self.pseudonym(user)
         old_uid = user.ref().uid
+        mention = re.compile(re.escape(old_uid) + r"(?![0-9])")
         with self.database.atomic():
             rows = self.db.execute(
-                "SELECT seq, uid, payload FROM audit WHERE user_uid = ?", [old_uid]
+                "SELECT seq, uid, user_uid, summary, payload FROM audit "
+                "WHERE user_uid = ? OR payload LIKE ?",
+                [old_uid, f"%{old_uid}%"],
             ).fetchall()
-            for seq, uid, payload in rows:
-                scrubbed = _scrub(json.loads(payload), old_uid, pseudonym)
-                text = json.dumps(scrubbed, separators=(",", ":"), sort_keys=True)
-                self.db.execute(
-                    "UPDATE audit SET user_uid = ?, payload = ?, "
-                    "summary = replace(summary, ?, ?) WHERE seq = ?",
-                    [pseudonym, text, user.name, pseudonym, seq],
+            for seq, uid, user_uid, summary, payload in rows:
+                data = json.loads(payload)
+                own = user_uid == old_uid
+                if own:
+                    data = _scrub(data, old_uid, pseudonym)
+                text = mention.sub(
+                    pseudonym, json.dumps(data, separators=(",", ":"), sort_keys=True)
                 )
+                summary = mention.sub(pseudonym, summary)
                 self.db.execute(
-                    "UPDATE outbox SET payload = ? WHERE uid = ? AND sent_ms IS NULL", [text, uid]
+                    "UPDATE audit SET user_uid = ?, payload = ?, summary = ? WHERE seq = ?",
+                    [pseudonym if own else user_uid, text, summary, seq],
                 )
+                self.db.execute("UPDATE outbox SET payload = ? WHERE uid = ?", [text, uid])
             self.db.execute(
                 "UPDATE consents SET user_uid = ? WHERE user_uid = ?", [pseudonym, old_uid]
             )
