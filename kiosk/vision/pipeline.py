@@ -22,6 +22,7 @@ from kiosk.config import QualitySettings, Settings, VisionSettings
 from kiosk.vision import measures
 from kiosk.vision.detection import FaceDetector, auto_grid
 from kiosk.vision.embedding import FaceEmbedder
+from kiosk.vision.eyes import EyeLids
 from kiosk.vision.frames import as_bgr
 from kiosk.vision.geometry import align, roi_from_detection
 from kiosk.vision.mesh import FaceMesh, roi_from_landmarks
@@ -39,6 +40,7 @@ class StageTimes:
     mesh_s: float = 0.0
     mesh_invoke_s: float = 0.0
     align_s: float = 0.0
+    eyes_s: float = 0.0
     embed_s: float = 0.0
     embed_invoke_s: float = 0.0
 
@@ -52,12 +54,14 @@ class FacePipeline:
         mesh: FaceMesh,
         embedder: FaceEmbedder,
         *,
+        eyelids: EyeLids | None = None,
         vision: VisionSettings | None = None,
         quality: QualitySettings | None = None,
     ) -> None:
         self.detector = detector
         self.mesh = mesh
         self.embedder = embedder
+        self.eyelids = eyelids
         self.vision = vision or VisionSettings()
         self.gates = quality or QualitySettings()
         self.times = StageTimes()
@@ -73,7 +77,7 @@ class FacePipeline:
         vision: VisionSettings | None = None,
         quality: QualitySettings | None = None,
     ) -> FacePipeline:
-        """Build from model files by role (``detection``, ``landmarks``, ``embedding``)."""
+        """Build from model files by role (detection, landmarks, embedding; iris optional)."""
         vision = vision or VisionSettings()
         threads = vision.threads
         return cls(
@@ -85,6 +89,7 @@ class FacePipeline:
             ),
             FaceMesh(Model(paths["landmarks"], threads=threads)),
             FaceEmbedder(Model(paths["embedding"], threads=threads), flip=vision.flip_embedding),
+            eyelids=EyeLids(Model(paths["iris"], threads=threads)) if "iris" in paths else None,
             vision=vision,
             quality=quality,
         )
@@ -101,7 +106,7 @@ class FacePipeline:
         artifacts = [
             a
             for a in supply.load_manifest(supply.default_manifest_path())
-            if a.role in ("detection", "landmarks", "embedding")
+            if a.role in ("detection", "landmarks", "embedding", "iris")
         ]
         paths = supply.require(artifacts, settings.models_path, "kiosk models fetch")
         return cls.from_paths(paths, vision=settings.vision, quality=settings.quality)
@@ -211,6 +216,12 @@ class FacePipeline:
         box = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
         pose = measures.head_pose(landmarks)
         keypoints = measures.five_points(landmarks)
+        eyes = measures.eyes_and_mouth(landmarks)
+        if self.eyelids is not None:
+            start = time.perf_counter()
+            right, left = self.eyelids.openness(image, landmarks)
+            self.times.eyes_s += time.perf_counter() - start
+            eyes = replace(eyes, ear_right=right, ear_left=left)
         return FaceObservation(
             box=box,
             score=score,
@@ -218,7 +229,7 @@ class FacePipeline:
             landmarks=landmarks,
             presence=presence,
             pose=pose,
-            eyes=measures.eyes_and_mouth(landmarks),
+            eyes=eyes,
             quality=assess(box, image.shape, aligned, pose, self.gates),
             track_id=track_id,
             roi=roi,
