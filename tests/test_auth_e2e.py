@@ -217,18 +217,49 @@ def test_supervisor_override_is_audited_with_the_supervisor(
     supervisor = admin.add("Sam Supervisor", SUPERVISOR_PIN, staff_no="9001", role=Role.SUPERVISOR)
     flow = build_flow(services)
     flow.enter_pin("1001", OBAMA_PIN)
-    assert flow.supervisor_override("9001", "1111").phase is Phase.FACE  # wrong supervisor PIN
+    refused = flow.supervisor_override("9001", "1111")  # wrong supervisor PIN
+    assert refused.phase is Phase.DENIED and refused.message == "Supervisor override refused."
     assert services.repo.lockout(supervisor.id).failures == 1
+    assert services.repo.lockout(obama.id).failures == 1  # a refused override costs the requester
+    flow.enter_pin("1001", OBAMA_PIN)
     outcome = flow.supervisor_override("9001", SUPERVISOR_PIN)
     assert outcome.phase is Phase.GRANTED and outcome.user == "Obama"
     event = [e for e in _events(services, 3002) if e["status_id"] == 1][-1]
     assert event["unmapped"]["factor"] == "pin+supervisor"
     assert event["unmapped"]["supervisor"] == supervisor.ref().uid
-    # a staff member cannot vouch for another
+    # a staff member cannot vouch for another, and gets the very same answer
     other = admin.add("Joe", "4321", staff_no="1002")
     flow = build_flow(services)
     flow.enter_pin("1001", OBAMA_PIN)
-    assert flow.supervisor_override(other.staff_no, "4321").phase is Phase.FACE
+    assert flow.supervisor_override(other.staff_no, "4321").message == refused.message
+
+
+def test_undecided_attempts_count(
+    services: Services,
+    obama: User,
+    pipeline: FacePipeline,
+    load: Callable[[str], BgrImage],
+    clock: ManualClock,
+) -> None:
+    """Cancelling after the camera saw a face, or restarting mid-attempt, is a failure."""
+    flow = build_flow(services)
+    flow.enter_pin("1001", OBAMA_PIN)
+    assert flow.cancel().phase is Phase.IDLE  # before any face: free
+    assert services.repo.lockout(obama.id).failures == 0
+    flow.enter_pin("1001", OBAMA_PIN)
+    flow.on_frame(pipeline.track(load("biden.jpg"), embed=True))
+    assert flow.cancel().phase is Phase.DENIED
+    assert services.repo.lockout(obama.id).failures == 1
+    # the kiosk restarts in the middle of an attempt: the next PIN entry counts it
+    build_flow(services).enter_pin("1001", OBAMA_PIN)
+    with open_services(services.settings, clock=clock) as restarted:
+        build_flow(restarted).enter_pin("1001", OBAMA_PIN)
+        assert restarted.repo.lockout(obama.id).failures == 2
+    # that restarted kiosk's own attempt was left open too: the third failure locks
+    flow = build_flow(services)
+    assert flow.enter_pin("1001", OBAMA_PIN).phase is Phase.LOCKED
+    # and a decision is reported once: later frames do not repeat it
+    assert flow.on_frame(None).phase is Phase.IDLE and flow.tick().phase is Phase.IDLE
 
 
 def test_unknown_user_and_malformed_input(services: Services, obama: User) -> None:

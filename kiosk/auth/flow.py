@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 import numpy as np
@@ -50,7 +50,7 @@ from kiosk.auth.model import (
     check_pin_format,
     check_staff_no_format,
 )
-from kiosk.vision.types import FaceObservation, FloatArray
+from kiosk.vision.types import DepthFrame, FaceObservation, FloatArray
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ MSG_NO_FACE_ENROLLED = "No face enrolled for you: enter your code or ask a super
 MSG_FACE_UNAVAILABLE = "Face check unavailable: enter your code or ask a supervisor."
 MSG_CODE = "Code not accepted."
 MSG_ABANDONED = "The camera stopped. Enter your PIN to try again."
+MSG_OVERRIDE = "Supervisor override refused."
+MSG_CANCELLED = "Cancelled. It counts as a failed attempt: the face check had begun."
 
 
 def locked_message(seconds: float) -> str:
@@ -114,6 +116,7 @@ class _Attempt:
     track: int | None = None
     unmatched: int = 0
     face_usable: bool = True
+    faces_seen: int = 0
 
 
 class AuthFlow:
@@ -157,7 +160,8 @@ class AuthFlow:
         """The claim: staff number and PIN. Starts the face step when both are right."""
         check_staff_no_format(staff_no)
         check_pin_format(pin)
-        self._attempt = None
+        if self._attempt is not None:
+            self._close_undecided("a new PIN was entered before a decision")
         user = self.repo.user_by_staff_no(staff_no)
         if user is None or user.pin is None:
             self.hasher.burn(pin)
@@ -169,8 +173,16 @@ class AuthFlow:
         locked = self._locked_for(user)
         if locked is not None:
             return locked
+        if self.repo.lockout(user.id).open_attempt:
+            interrupted = self._fail(
+                user, "face", "previous attempt interrupted before a decision", MSG_NOT_RECOGNISED
+            )
+            if interrupted.phase is Phase.LOCKED:
+                return interrupted
         if not self.hasher.verify(pin, user.pin):
             return self._fail(user, "pin", "wrong PIN", MSG_NOT_RECOGNISED)
+        opened = replace(self.repo.lockout(user.id), open_attempt=True)
+        self._commit(Change(lockouts={user.id: opened}))
         now = self.clock.since_boot()
         attempt = _Attempt(
             user=user,
@@ -209,18 +221,21 @@ class AuthFlow:
             fallback=user.has_totp,
         )
 
-    def on_frame(self, obs: FaceObservation | None) -> Outcome:
-        """One frame's observation of the tracked face (embedded while :attr:`wants_embedding`)."""
+    def on_frame(self, obs: FaceObservation | None, depth: DepthFrame | None = None) -> Outcome:
+        """One frame's observation of the tracked face (embedded while :attr:`wants_embedding`),
+        with the aligned depth map when a depth sensor is fitted."""
         timed_out = self._check_timeout()
         if timed_out is not None:
             return timed_out
         attempt = self._attempt
         if self.phase is not Phase.FACE or attempt is None:
-            return Outcome(self.phase, "")
+            return Outcome(Phase.IDLE, "")  # a decision is reported once, never repeated
+        if obs is not None:
+            attempt.faces_seen += 1
         if not attempt.face_usable:
             return Outcome(Phase.FACE, "", user=attempt.user.name, fallback=True)
         now = self.clock.since_boot()
-        update = attempt.liveness.update(obs, now)
+        update = attempt.liveness.update(obs, now, depth)
         if update.status is LivenessStatus.FAILED:
             return self._fail(
                 attempt.user, "face", f"liveness failed: {update.reason}", MSG_LIVENESS
@@ -252,6 +267,8 @@ class AuthFlow:
         timed_out = self._check_timeout()
         if timed_out is not None:
             return timed_out
+        if self.phase is not Phase.FACE:
+            return Outcome(Phase.IDLE, "")
         return Outcome(self.phase, "", user=self.claimed_user)
 
     def enter_totp(self, code: str) -> Outcome:
@@ -293,6 +310,8 @@ class AuthFlow:
         check_pin_format(pin)
         user = attempt.user
         supervisor = self.repo.user_by_staff_no(staff_no)
+        # Every refusal looks the same, so the keypad does not reveal who is a supervisor,
+        # and every refusal costs the requester a failure, so overrides cannot be guessed.
         if (
             supervisor is None
             or supervisor.pin is None
@@ -300,25 +319,21 @@ class AuthFlow:
             or supervisor.id == user.id
         ):
             self.hasher.burn(pin)
-            self._commit(
-                Change(
-                    events=[
-                        self._auth_event(
-                            user.ref(),
-                            False,
-                            "pin+supervisor",
-                            "override by a staff number that is not "
-                            f"another supervisor ({staff_no})",
-                        )
-                    ]
-                )
+            return self._fail(
+                user,
+                "pin+supervisor",
+                f"override by staff number {staff_no}, not a supervisor",
+                MSG_OVERRIDE,
             )
-            return Outcome(Phase.FACE, "Not a supervisor.", user=user.name, fallback=True)
-        sup_state = self.repo.lockout(supervisor.id)
-        left, sup_state = lockout.remaining(sup_state, self.clock)
-        if left > 0:
-            return Outcome(
-                Phase.FACE, "That supervisor is locked out.", user=user.name, fallback=True
+        sup_state = lockout.checkpoint(self.repo.lockout(supervisor.id), self.clock)
+        if sup_state.remaining_s > 0:
+            self.hasher.burn(pin)
+            self._commit(Change(lockouts={supervisor.id: sup_state}))
+            return self._fail(
+                user,
+                "pin+supervisor",
+                f"override by {supervisor.ref().uid}, who is locked out",
+                MSG_OVERRIDE,
             )
         if not self.hasher.verify(pin, supervisor.pin):
             state, locked_now = lockout.register_failure(sup_state, self.clock, self.policy.lockout)
@@ -336,8 +351,11 @@ class AuthFlow:
             if locked_now:
                 change.events.extend(self._lock_events(supervisor, state))
             self._commit(change)
-            return Outcome(
-                Phase.FACE, "Supervisor PIN not recognised.", user=user.name, fallback=True
+            return self._fail(
+                user,
+                "pin+supervisor",
+                f"wrong PIN of supervisor {supervisor.ref().uid}",
+                MSG_OVERRIDE,
             )
         return self._grant(
             user,
@@ -357,14 +375,37 @@ class AuthFlow:
         attempt = self._attempt
         if self.phase is not Phase.FACE or attempt is None:
             return Outcome(self.phase, "")
-        self._commit(Change(events=[self._auth_event(attempt.user.ref(), False, "face", reason)]))
+        closed = replace(self.repo.lockout(attempt.user.id), open_attempt=False)
+        self._commit(
+            Change(
+                lockouts={attempt.user.id: closed},
+                events=[self._auth_event(attempt.user.ref(), False, "face", reason)],
+            )
+        )
         return self._end(Phase.DENIED, MSG_ABANDONED)
 
     def cancel(self) -> Outcome:
-        """Abandon the attempt (the person pressed cancel): not counted, back to idle."""
+        """The person pressed cancel. Free before the camera saw a face; after, it counts
+        as a failure — otherwise cancelling just before a denial would give endless tries."""
+        if self._attempt is not None:
+            outcome = self._close_undecided("cancelled after the face check began")
+            if outcome is not None:
+                return outcome
         self._attempt = None
         self.phase = Phase.IDLE
         return Outcome(Phase.IDLE, "")
+
+    def checkpoint(self) -> None:
+        """Re-record every lockout's remainder now; the daemon calls this each minute.
+
+        A reboot then carries over what was left at the last checkpoint instead
+        of the remainder recorded when the lock began.
+        """
+        for user_id in self.repo.locked_user_ids():
+            state = self.repo.lockout(user_id)
+            updated = lockout.checkpoint(state, self.clock)
+            if updated != state:
+                self._commit(Change(lockouts={user_id: updated}))
 
     def reset(self) -> None:
         """Back to idle after a result was shown."""
@@ -396,7 +437,8 @@ class AuthFlow:
 
     def _locked_for(self, user: User) -> Outcome | None:
         state = self.repo.lockout(user.id)
-        left, anchored = lockout.remaining(state, self.clock)
+        anchored = lockout.checkpoint(state, self.clock)
+        left = anchored.remaining_s
         change = Change()
         if anchored != state:
             change.lockouts[user.id] = anchored
@@ -480,8 +522,25 @@ class AuthFlow:
         self, phase: Phase, message: str, *, user: str | None = None, locked_for: float = 0.0
     ) -> Outcome:
         self._attempt = None
-        self.phase = phase
+        self.phase = Phase.IDLE  # the decision is returned once; the flow waits for a PIN
         return Outcome(phase, message, user=user, locked_for_s=locked_for)
+
+    def _close_undecided(self, reason: str) -> Outcome | None:
+        """End an open attempt without a decision: a failure if it saw a face or timed out."""
+        attempt = self._attempt
+        if attempt is None:
+            return None
+        timed_out = self.clock.since_boot() > attempt.deadline
+        if attempt.faces_seen > 0 or timed_out:
+            why = "attempt timed out" if timed_out else reason
+            return self._fail(
+                attempt.user, "face", why, MSG_TIMEOUT if timed_out else MSG_CANCELLED
+            )
+        closed = replace(self.repo.lockout(attempt.user.id), open_attempt=False)
+        self._commit(Change(lockouts={attempt.user.id: closed}))
+        self._attempt = None
+        self.phase = Phase.IDLE
+        return None
 
     def _auth_event(
         self,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from kiosk.vision.types import FaceObservation
+from kiosk.vision.types import DepthFrame, FaceObservation
 
 
 class LivenessStatus(Enum):
@@ -41,8 +41,11 @@ class LivenessUpdate:
 class LivenessSession(Protocol):
     """One attempt's liveness check, fed frame by frame."""
 
-    def update(self, obs: FaceObservation | None, t: float) -> LivenessUpdate:
-        """Take the observation of the frame at boot-clock time ``t`` (None: no face)."""
+    def update(
+        self, obs: FaceObservation | None, t: float, depth: DepthFrame | None = None
+    ) -> LivenessUpdate:
+        """Take the observation of the frame at boot-clock time ``t`` (None: no face),
+        and the aligned depth map when a depth sensor is fitted."""
         ...
 
 
@@ -60,7 +63,9 @@ class _ContinuitySession:
         self._first_t = 0.0
         self._count = 0
 
-    def update(self, obs: FaceObservation | None, t: float) -> LivenessUpdate:
+    def update(
+        self, obs: FaceObservation | None, t: float, depth: DepthFrame | None = None
+    ) -> LivenessUpdate:
         if obs is None or not obs.quality.ok:
             return LivenessUpdate(LivenessStatus.PENDING, "Look at the camera", self._progress(t))
         if self._track is None:

@@ -9,7 +9,13 @@ left at a moment of a given boot. Within that boot, the remainder shrinks as
 boot time passes — wall-clock jumps do nothing. After a reboot the boot clock
 restarts, so the remainder recorded last is carried over and counting resumes
 from the first check of the new boot: a power cycle pauses a lockout, it never
-ends one early (fail closed).
+ends one early (fail closed). The running kiosk re-records the remainder of
+every lockout each minute (:func:`checkpoint`), so a reboot costs a locked
+user at most that minute plus the downtime, not a whole new lockout.
+
+An attempt that was opened (PIN accepted) and never decided — the kiosk
+restarted, say — is marked ``open_attempt`` and counts as a failure at that
+user's next PIN, so restarting mid-attempt is no way around the count.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class LockoutState:
     boot_id: str = ""
     boot_s: float = 0.0
     locked_at_wall: float | None = None
+    open_attempt: bool = False
 
     @property
     def ever_locked(self) -> bool:
@@ -60,6 +67,14 @@ def remaining(state: LockoutState, clock: Clock) -> tuple[float, LockoutState]:
     return state.remaining_s, anchored
 
 
+def checkpoint(state: LockoutState, clock: Clock) -> LockoutState:
+    """The state with its remainder re-recorded now (what a reboot would carry over)."""
+    left, anchored = remaining(state, clock)
+    if left <= 0:
+        return anchored
+    return replace(anchored, remaining_s=left, boot_id=clock.boot_id(), boot_s=clock.since_boot())
+
+
 def register_failure(
     state: LockoutState, clock: Clock, policy: LockoutPolicy
 ) -> tuple[LockoutState, bool]:
@@ -74,7 +89,7 @@ def register_failure(
             locked_at_wall=clock.wall(),
         )
         return locked, True
-    return replace(state, failures=failures), False
+    return replace(state, failures=failures, open_attempt=False), False
 
 
 def register_success(state: LockoutState) -> LockoutState:

@@ -105,7 +105,8 @@ def _v2(db: sqlite_utils.Database) -> None:
             remaining_s REAL NOT NULL DEFAULT 0,
             boot_id TEXT NOT NULL DEFAULT '',
             boot_s REAL NOT NULL DEFAULT 0,
-            locked_at_ms INTEGER
+            locked_at_ms INTEGER,
+            open_attempt INTEGER NOT NULL DEFAULT 0
         )"""
     )
     db.execute(

@@ -129,8 +129,8 @@ class SqliteRepository:
 
     def lockout(self, user_id: int) -> LockoutState:
         row = self.db.execute(
-            "SELECT failures, remaining_s, boot_id, boot_s, locked_at_ms FROM lockouts "
-            "WHERE user_id = ?",
+            "SELECT failures, remaining_s, boot_id, boot_s, locked_at_ms, open_attempt "
+            "FROM lockouts WHERE user_id = ?",
             [user_id],
         ).fetchone()
         if row is None:
@@ -141,6 +141,7 @@ class SqliteRepository:
             boot_id=str(row[2]),
             boot_s=float(row[3]),
             locked_at_wall=row[4] / 1000.0 if row[4] is not None else None,
+            open_attempt=bool(row[5]),
         )
 
     def totp(self, user: User) -> TotpRecord | None:
@@ -206,21 +207,28 @@ class SqliteRepository:
             )
 
     def _save_lockout(self, user_id: int, state: LockoutState) -> None:
+        locked_ms = int(state.locked_at_wall * 1000) if state.locked_at_wall is not None else None
         self.db.execute(
-            "INSERT INTO lockouts (user_id, failures, remaining_s, boot_id, boot_s, locked_at_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET "
+            "INSERT INTO lockouts (user_id, failures, remaining_s, boot_id, boot_s, locked_at_ms, "
+            "open_attempt) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET "
             "failures = excluded.failures, remaining_s = excluded.remaining_s, "
             "boot_id = excluded.boot_id, boot_s = excluded.boot_s, "
-            "locked_at_ms = excluded.locked_at_ms",
+            "locked_at_ms = excluded.locked_at_ms, open_attempt = excluded.open_attempt",
             [
                 user_id,
                 state.failures,
                 state.remaining_s,
                 state.boot_id,
                 state.boot_s,
-                int(state.locked_at_wall * 1000) if state.locked_at_wall is not None else None,
+                locked_ms,
+                int(state.open_attempt),
             ],
         )
+
+    def locked_user_ids(self) -> list[int]:
+        """Users with a lockout on record (served or not)."""
+        rows = self.db.execute("SELECT user_id FROM lockouts WHERE remaining_s > 0").fetchall()
+        return [int(r[0]) for r in rows]
 
     def commit(self, change: Change) -> None:
         with self.database.atomic():
