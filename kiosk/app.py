@@ -115,6 +115,26 @@ def open_services(settings: Settings, *, clock: Clock | None = None) -> Services
     )
 
 
+def build_liveness(settings: Settings) -> LivenessChecker:
+    """The configured liveness checker (random challenges unless configured otherwise)."""
+    from kiosk.liveness.challenge import ChallengeLiveness, Kind, LivenessPolicy
+
+    live = settings.liveness
+    if live.mode == "continuity":
+        log.warning("liveness mode 'continuity': no presentation-attack defence is active")
+        return TrackContinuity()
+    policy = LivenessPolicy(
+        challenges=live.challenges,
+        kinds=tuple(Kind(k) for k in live.kinds),
+        window_s=live.window_s,
+        turn_deg=live.turn_deg,
+        pitch_deg=live.pitch_deg,
+        depth_required=live.depth_required,
+        passive_threshold=live.passive_threshold,
+    )
+    return ChallengeLiveness(policy)
+
+
 def build_flow(services: Services, *, liveness: LivenessChecker | None = None) -> AuthFlow:
     auth = services.settings.auth
     policy = FlowPolicy(
@@ -127,7 +147,7 @@ def build_flow(services: Services, *, liveness: LivenessChecker | None = None) -
         services.hasher,
         services.clock,
         device=services.device,
-        liveness=liveness or TrackContinuity(),
+        liveness=liveness or build_liveness(services.settings),
         policy=policy,
     )
 

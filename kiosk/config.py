@@ -233,6 +233,67 @@ class DeviceSettings(_Section):
     site: str = Field("default", title="Site", description="Site name in audit events.")
 
 
+ChallengeName = Literal["blink", "turn_left", "turn_right", "look_up", "open_mouth"]
+ALL_CHALLENGES: tuple[ChallengeName, ...] = (
+    "blink",
+    "turn_left",
+    "turn_right",
+    "look_up",
+    "open_mouth",
+)
+
+
+class LivenessSettings(_Section):
+    """The liveness step after the PIN."""
+
+    mode: Literal["challenge", "continuity"] = Field(
+        "challenge",
+        title="Liveness mode",
+        description=(
+            "'challenge': random blink / turn / look-up / mouth challenges with photo and "
+            "replay defences; 'continuity': the same tracked face only (no attack defence; "
+            "for bench tests of the flow, never for a site)."
+        ),
+    )
+    challenges: int = Field(
+        2,
+        ge=1,
+        le=3,
+        title="Challenges per attempt",
+        description="How many different challenges each attempt draws.",
+    )
+    kinds: list[ChallengeName] = Field(
+        default_factory=lambda: list(ALL_CHALLENGES),
+        min_length=2,
+        title="Challenge kinds",
+        description="The kinds to draw from.",
+    )
+    window_s: float = Field(
+        6.0, ge=2, le=20, title="Challenge window", description="Seconds to answer one challenge."
+    )
+    turn_deg: float = Field(
+        18.0, ge=10, le=40, title="Turn angle", description="Head turn (yaw) a turn needs."
+    )
+    pitch_deg: float = Field(
+        12.0, ge=8, le=40, title="Look-up angle", description="Head pitch a look-up needs."
+    )
+    depth_required: bool = Field(
+        False,
+        title="Depth required",
+        description="Fail attempts that bring no depth frame (set when a depth sensor is fitted).",
+    )
+    passive_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        title="Passive model threshold",
+        description=(
+            "Fail attempts whose mean FaceAntiSpoofing score exceeds this; unset (off) by "
+            "default — see `kiosk eval liveness` for how it scores here."
+        ),
+    )
+
+
 class SyncSettings(_Section):
     """The device's MQTT link to the centre (audit outbox → broker)."""
 
@@ -278,6 +339,39 @@ class SyncSettings(_Section):
     health_interval_s: float = Field(
         60.0, gt=0, title="Health interval", description="Seconds between health reports."
     )
+    reconnect_min_s: int = Field(
+        1,
+        ge=1,
+        le=300,
+        title="First reconnect delay",
+        description="Seconds before the first reconnect attempt; doubles on each failure.",
+    )
+    reconnect_max_s: int = Field(
+        60,
+        ge=1,
+        le=3600,
+        title="Longest reconnect delay",
+        description="The reconnect delay stops doubling here.",
+    )
+    poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        title="Outbox poll interval",
+        description=(
+            "Seconds between looks at the outbox when it is empty (the daemon also wakes the "
+            "publisher when it writes events)."
+        ),
+    )
+    require_subscriber: bool = Field(
+        True,
+        title="Require a subscriber",
+        description=(
+            "Treat the broker's 'no matching subscribers' PUBACK (0x10) as not delivered: keep "
+            "the event and retry later, so nothing is dropped while no ingest has subscribed. "
+            "Turn off only for a broker that consumes audit messages without a subscription."
+        ),
+    )
 
 
 class CentreSettings(_Section):
@@ -302,6 +396,50 @@ class CentreSettings(_Section):
     )
     alert_topic: str | None = Field(
         None, title="Alert topic", description="Also publish each lockout alert to this topic."
+    )
+    client_id: str | None = Field(
+        None,
+        title="Ingest client id",
+        description=(
+            "MQTT client id of this ingest worker; stable across restarts, because the broker "
+            "keeps the worker's queued messages under it. Defaults to kiosk-ingest-<hostname>; "
+            "give each worker on one host its own."
+        ),
+    )
+    batch_size: int = Field(
+        500,
+        ge=1,
+        le=10000,
+        title="Batch size",
+        description="Events written (and then acknowledged to the broker) per transaction.",
+    )
+    batch_wait_s: float = Field(
+        0.05,
+        gt=0,
+        le=10,
+        title="Batch wait",
+        description="Longest wait for a batch to fill before what has arrived is written.",
+    )
+    max_payload_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        title="Payload limit",
+        description="Larger payloads are dead-lettered (a kiosk event is about 1 KiB).",
+    )
+    dead_letter_max_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        le=16 * 1024 * 1024,
+        title="Dead-letter bytes kept",
+        description="At most this many bytes of a rejected payload are kept with its reason.",
+    )
+    alert_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        title="Alert command timeout",
+        description="Seconds the alert command may run before it is killed.",
     )
 
 
@@ -359,6 +497,7 @@ class Settings(BaseSettings):
     )
     camera: CameraSettings = Field(default_factory=CameraSettings, title="Camera")
     auth: AuthSettings = Field(default_factory=AuthSettings, title="Authentication")
+    liveness: LivenessSettings = Field(default_factory=LivenessSettings, title="Liveness")
     device: DeviceSettings = Field(default_factory=DeviceSettings, title="Device")
     sync: SyncSettings = Field(default_factory=SyncSettings, title="Sync")
     centre: CentreSettings = Field(default_factory=CentreSettings, title="Centre")

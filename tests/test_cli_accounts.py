@@ -22,6 +22,7 @@ def state(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("KIOSK_AUTH__PIN_KDF_MEMORY_KIB", "1024")
     monkeypatch.setenv("KIOSK_AUTH__PIN_KDF_TIME_COST", "1")
     monkeypatch.setenv("USER", "site-admin")
+    monkeypatch.setenv("KIOSK_LIVENESS__MODE", "continuity")  # stills cannot do challenges
     monkeypatch.delenv("KIOSK_CONFIG", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     return tmp_path / "state"

@@ -10,6 +10,7 @@ liveness challenge requires one track from start to end.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy.typing as npt
 
 from kiosk.config import QualitySettings, Settings, VisionSettings
 from kiosk.vision import measures
+from kiosk.vision.antispoof import AntiSpoof
 from kiosk.vision.detection import FaceDetector, auto_grid
 from kiosk.vision.embedding import FaceEmbedder
 from kiosk.vision.eyes import EyeLids
@@ -55,6 +57,7 @@ class FacePipeline:
         embedder: FaceEmbedder,
         *,
         eyelids: EyeLids | None = None,
+        antispoof: AntiSpoof | None = None,
         vision: VisionSettings | None = None,
         quality: QualitySettings | None = None,
     ) -> None:
@@ -62,6 +65,7 @@ class FacePipeline:
         self.mesh = mesh
         self.embedder = embedder
         self.eyelids = eyelids
+        self.antispoof = antispoof
         self.vision = vision or VisionSettings()
         self.gates = quality or QualitySettings()
         self.times = StageTimes()
@@ -77,7 +81,8 @@ class FacePipeline:
         vision: VisionSettings | None = None,
         quality: QualitySettings | None = None,
     ) -> FacePipeline:
-        """Build from model files by role (detection, landmarks, embedding; iris optional)."""
+        """Build from model files by role (detection, landmarks, embedding; iris and
+        antispoof when given)."""
         vision = vision or VisionSettings()
         threads = vision.threads
         return cls(
@@ -90,6 +95,11 @@ class FacePipeline:
             FaceMesh(Model(paths["landmarks"], threads=threads)),
             FaceEmbedder(Model(paths["embedding"], threads=threads), flip=vision.flip_embedding),
             eyelids=EyeLids(Model(paths["iris"], threads=threads)) if "iris" in paths else None,
+            antispoof=(
+                AntiSpoof(Model(paths["antispoof"], threads=threads))
+                if "antispoof" in paths
+                else None
+            ),
             vision=vision,
             quality=quality,
         )
@@ -107,6 +117,7 @@ class FacePipeline:
             a
             for a in supply.load_manifest(supply.default_manifest_path())
             if a.role in ("detection", "landmarks", "embedding", "iris")
+            or (a.role == "antispoof" and settings.liveness.passive_threshold is not None)
         ]
         paths = supply.require(artifacts, settings.models_path, "kiosk models fetch")
         return cls.from_paths(paths, vision=settings.vision, quality=settings.quality)
@@ -222,7 +233,8 @@ class FacePipeline:
             right, left = self.eyelids.openness(image, landmarks)
             self.times.eyes_s += time.perf_counter() - start
             eyes = replace(eyes, ear_right=right, ear_left=left)
-        return FaceObservation(
+        obs = FaceObservation(
+            frame_digest=hashlib.blake2b(image.data, digest_size=16).digest(),
             box=box,
             score=score,
             keypoints=keypoints,
@@ -235,3 +247,6 @@ class FacePipeline:
             roi=roi,
             aligned=aligned,
         )
+        if self.antispoof is not None:
+            obs = replace(obs, spoof_score=self.antispoof.score(image, obs))
+        return obs

@@ -115,7 +115,24 @@ class FaceObservation:
     roi: Roi
     aligned: npt.NDArray[np.uint8] = field(repr=False)
     embedding: FloatArray | None = field(default=None, repr=False)
+    #: FaceAntiSpoofing score when the passive model is on (higher: more likely an attack).
+    spoof_score: float | None = None
+    #: Fingerprint of the whole frame: a camera never delivers the same frame twice.
+    frame_digest: bytes = b""
 
     @property
     def width(self) -> float:
         return self.box[2] - self.box[0]
+
+
+@dataclass(frozen=True)
+class DepthFrame:
+    """A depth map aligned pixel for pixel to the colour frame.
+
+    ``depth_mm`` is H×W float32 millimetres from the camera (0: no reading);
+    ``fx`` the colour camera's focal length in pixels, to turn pixels into
+    millimetres at a distance.
+    """
+
+    depth_mm: npt.NDArray[np.float32] = field(repr=False)
+    fx: float

@@ -1,0 +1,1 @@
+"""Liveness: random challenges, photo and replay defences, depth, passive model, evaluation."""

@@ -1,0 +1,1 @@
+"""MQTT: the device publisher (outbox → broker) and the central ingest (broker → database)."""
