@@ -208,3 +208,23 @@ def lockout_alert(
         unmapped={"alert": "lockout", "failures": failures, "lockout_s": lockout_s},
     )
     return AuditEvent(uid, DETECTION_FINDING, time_ms, user.uid, "alert", title, payload)
+
+
+def logoff(
+    *,
+    wall: float,
+    device: DeviceInfo,
+    user: UserRef,
+    reason: str,
+    extra: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """A session that ended — locked on walk-away, another face, or by hand (3002, Logoff)."""
+    uid, time_ms, payload = _base(AUTHENTICATION, 2, "Logoff", wall, device, SEVERITY_INFO)
+    payload.update(
+        status_id=1,
+        status="Success",
+        status_detail=reason,
+        user=user.as_ocsf(),
+        unmapped=dict(extra or {}),
+    )
+    return AuditEvent(uid, AUTHENTICATION, time_ms, user.uid, "info", f"logoff: {reason}", payload)
