@@ -21,6 +21,7 @@ from typing import Any
 from kiosk import __version__, supply
 from kiosk.cli_accounts import register_accounts
 from kiosk.cli_io import out, out_json
+from kiosk.cli_stepup import register_stepup
 from kiosk.config import Settings, load_settings
 from kiosk.errors import KioskError
 
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     register_accounts(sub)
+    register_stepup(sub)
 
     ev = sub.add_parser("eval", help="measure the product on labelled data")
     esub = ev.add_subparsers(dest="eval_command", metavar="WHAT", required=True)

@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from kiosk.errors import ConfigError
+from kiosk.stepup.settings import StepUpSettings
 
 DEVICE_STATE_DIR = Path("/var/lib/kiosk")
 DEFAULT_CONFIG_FILE = Path("/etc/kiosk/kiosk.toml")
@@ -359,6 +360,18 @@ class SyncSettings(_Section):
             "publisher when it writes events)."
         ),
     )
+    confirm_grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        title="Receipt grace",
+        description=(
+            "The centre confirms stored events on <prefix>/<site>/<device>/receipt. An event the "
+            "broker acknowledged but the centre never confirmed is sent again once a later event "
+            "has been confirmed this many seconds ago (a broker that crashed after its PUBACK "
+            "lost it). 0 trusts the PUBACK alone."
+        ),
+    )
     require_subscriber: bool = Field(
         True,
         title="Require a subscriber",
@@ -497,6 +510,7 @@ class Settings(BaseSettings):
     device: DeviceSettings = Field(default_factory=DeviceSettings, title="Device")
     sync: SyncSettings = Field(default_factory=SyncSettings, title="Sync")
     centre: CentreSettings = Field(default_factory=CentreSettings, title="Centre")
+    stepup: StepUpSettings = Field(default_factory=StepUpSettings, title="Step-up")
 
     @model_validator(mode="after")
     def _resolve_models_dir(self) -> Settings:
