@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from kiosk.devices.settings import DeviceIOSettings
 from kiosk.errors import ConfigError
 from kiosk.stepup.settings import StepUpSettings
 
@@ -511,6 +512,11 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings, title="Sync")
     centre: CentreSettings = Field(default_factory=CentreSettings, title="Centre")
     stepup: StepUpSettings = Field(default_factory=StepUpSettings, title="Step-up")
+    devices: DeviceIOSettings = Field(
+        default_factory=DeviceIOSettings,
+        title="Devices",
+        description="GPIO relay, status LEDs, buzzer and keypad (all off by default).",
+    )
 
     @model_validator(mode="after")
     def _resolve_models_dir(self) -> Settings:
