@@ -58,19 +58,14 @@ DEVICE = DeviceInfo(device_id="kiosk-07", site="ward-3")
 ALICE = SessionUser(uid="17", name="Alice Example", staff_no="1042")
 BOB = SessionUser(uid="18", name="Bob Example", staff_no="1043")
 
-# The README's verifier, verbatim: PyJWT only.
-README_VERIFIER = """
-import time, jwt  # pip install "pyjwt[crypto]"
+def _readme_verifier_source() -> str:
+    """The README's ten-line verifier, read from the README itself (PyJWT only)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("import time, jwt")
+    return readme[start : readme.index("```", start)]
 
-def verify_stepup(token, public_pem, audience, action, max_age=300):
-    claims = jwt.decode(token, public_pem, algorithms=["EdDSA"], audience=audience, leeway=5,
-                        options={"require": ["exp", "iat", "iss", "sub", "jti", "auth_time"]})
-    if jwt.get_unverified_header(token).get("typ") != "kiosk-stepup+jwt":
-        raise jwt.InvalidTokenError("not a step-up assertion")
-    if claims["act"] != action or time.time() - claims["auth_time"] > max_age + 5:
-        raise jwt.InvalidTokenError("another action, or the verification is too old")
-    return claims  # and refuse a jti seen before (remember each until its exp)
-"""
+
+README_VERIFIER = _readme_verifier_source()
 
 
 def readme_verifier() -> Callable[..., dict[str, Any]]:
