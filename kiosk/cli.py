@@ -22,6 +22,7 @@ from kiosk import __version__, supply
 from kiosk.cli_accounts import register_accounts
 from kiosk.cli_io import out, out_json
 from kiosk.cli_stepup import register_stepup
+from kiosk.cli_sync import add_sync_bench_options, cmd_bench_sync, register_sync
 from kiosk.config import Settings, load_settings
 from kiosk.errors import KioskError
 
@@ -257,6 +258,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.target == "sync":
+        return cmd_bench_sync(args, settings)
     from kiosk.bench import run_bench
 
     frames_dir = Path(args.frames) if args.frames else samples_dir(settings)
@@ -375,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_accounts(sub)
     register_stepup(sub)
+    register_sync(sub)
 
     ev = sub.add_parser("eval", help="measure the product on labelled data")
     esub = ev.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
@@ -398,15 +402,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="time each pipeline stage (median, p95) and peak memory",
-        description="Prints per-stage and whole-verification timings with the pure "
-        "model-invoke time beside each; --dlib also times Howdy's dlib pipeline on the "
-        "same frames (needs: pip install -e '.[bench]').",
+        help="measure speed: the face pipeline (default) or audit sync",
+        description="`kiosk bench` prints per-stage and whole-verification timings with the "
+        "pure model-invoke time beside each; --dlib also times Howdy's dlib pipeline on the "
+        "same frames (needs: pip install -e '.[bench]'). `kiosk bench sync` prints events/s "
+        "device → broker → ingest on loopback and the centre's ingest rate.",
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        choices=["pipeline", "sync"],
+        default="pipeline",
+        help="what to time: the face pipeline (default) or audit sync",
     )
     p.add_argument("--frames", help="folder of images to time on (default: the sample images)")
     p.add_argument("--repeat", type=int, default=5, help="passes over the frames (default 5)")
     p.add_argument("--dlib", action="store_true", help="also time the dlib pipeline and compare")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_sync_bench_options(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
-from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
@@ -41,9 +39,12 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         out_json(health.as_dict())
     else:
+        pending = (
+            f", {health.unconfirmed} not yet confirmed by the centre" if health.unconfirmed else ""
+        )
         out(
             f"outbox empty: {health.acknowledged} event(s) sent to "
-            f"{settings.sync.host}:{settings.sync.port}"
+            f"{settings.sync.host}:{settings.sync.port}{pending}"
         )
     return 0
 
@@ -134,44 +135,3 @@ def register_sync(sub: Any) -> None:
         help="with --retire: stop after this many seconds without a message (5)",
     )
     p.set_defaults(func=cmd_ingest)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """A parser with just these commands (``python -m kiosk.cli_sync``)."""
-    parser = argparse.ArgumentParser(prog="kiosk", description="Audit sync commands.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    register_sync(sub)
-    p = sub.add_parser("bench", help="time device → broker → ingest on loopback")
-    p.add_argument("target", choices=["sync"], help="what to time")
-    add_sync_bench_options(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_bench_sync)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m kiosk.cli_sync`` (the same handling as ``kiosk``)."""
-    from kiosk.config import load_settings
-    from kiosk.errors import KioskError
-
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        settings = load_settings()
-        logging.getLogger().setLevel("DEBUG" if args.verbose else settings.log_level)
-        code: int = args.func(args, settings)
-        return code
-    except KioskError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,10 +13,27 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The audit-sync tests (the dev extra) start a mosquitto and a PostgreSQL of their own,
+# from Debian's binaries, on free loopback ports; a device running the kiosk needs neither.
+services=()
+case ",$extras," in *,dev,*)
+    if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+        missing+=(mosquitto); services+=(mosquitto)
+    fi
+    if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+        missing+=(postgresql); services+=(postgresql)
+    fi
+    ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing OS packages: ${missing[*]}" >&2
     as_root apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Debian starts a system mosquitto (port 1883) and PostgreSQL cluster (5432) on install;
+# the tests never use them, so the ones installed just now are stopped and disabled.
+if [ ${#services[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+    as_root systemctl disable --now "${services[@]}" >/dev/null 2>&1 || true
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

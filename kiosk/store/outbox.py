@@ -10,7 +10,8 @@ uid); an event is never marked sent without a PUBACK.
 
 ``attempts`` counts how many times a row was handed to the broker; health reports
 the highest count among unsent rows, so an event the broker keeps refusing is
-visible.
+visible. ``unmark`` makes a row unsent again when the centre never confirmed it
+(a broker that crashed after its PUBACK lost it): it is then published anew.
 """
 
 from __future__ import annotations
@@ -114,6 +115,30 @@ class OutboxStore:
         """When a row was last marked sent (a full scan: call once at start-up)."""
         row = self.db.execute("SELECT MAX(sent_ms) FROM outbox").fetchone()
         return int(row[0]) if row and row[0] is not None else None
+
+    def unmark(self, uids: Sequence[str]) -> None:
+        """Make rows unsent again (the centre never confirmed them): they are published anew."""
+        if not uids:
+            return
+        with self.database.atomic():
+            self.db.conn.executemany(
+                "UPDATE outbox SET sent_ms = NULL WHERE uid = ?", [(uid,) for uid in uids]
+            )
+
+    def sent_after(self, seq: int) -> list[tuple[int, str]]:
+        """(seq, uid) of rows marked sent with ``seq > seq``, oldest first."""
+        rows = self.db.execute(
+            "SELECT seq, uid FROM outbox WHERE seq > ? AND sent_ms IS NOT NULL ORDER BY seq",
+            [seq],
+        ).fetchall()
+        return [(int(a), str(b)) for a, b in rows]
+
+    def max_sent_seq(self) -> int:
+        """The highest seq of a row marked sent (0 when none is)."""
+        row = self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM outbox WHERE sent_ms IS NOT NULL"
+        ).fetchone()
+        return int(row[0])
 
     def depth(self) -> int:
         """Unsent rows."""

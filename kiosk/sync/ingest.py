@@ -29,6 +29,13 @@ Validation (:mod:`kiosk.sync.payload`): a payload that fails goes to the
 ``dead_letters`` table with the reason and its first ``centre.dead_letter_max_bytes``
 bytes, is acknowledged like any other, and the ingest carries on.
 
+Receipts: after each commit the ingest publishes, per device, the uids it now
+holds (stored, duplicates, and dead letters whose uid could be read) to
+``<prefix>/<site>/<device>/receipt`` at QoS 1. A PUBACK only says the broker took
+a message; mosquitto keeps it in memory until its next snapshot, so a broker
+killed in between loses it — the device re-sends what the centre never
+confirmed (:mod:`kiosk.sync.confirm`).
+
 Lockout alerts (class 2004 Detection Finding): each newly stored one (never a
 duplicate) is logged as a WARNING and handed to the hooks after its batch is
 committed — ``centre.alert_command`` (split like a shell would, but run without
@@ -52,7 +59,6 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -73,7 +79,14 @@ from kiosk.store.centre import (
 )
 from kiosk.store.db import StoreError
 from kiosk.sync.client import build_client, connect_properties
-from kiosk.sync.payload import InvalidPayload, check_topic_level, validate_event
+from kiosk.sync.payload import (
+    AuditTopic,
+    InvalidPayload,
+    check_topic_level,
+    receipt_payload,
+    topic_for,
+    validate_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +131,7 @@ class IngestStats:
     dead_lettered: int
     batches: int
     alerts: int
-    queued: int  # received, not yet committed
+    queued: int  # received, not yet written
     last_commit_ms: int | None
 
 
@@ -161,6 +174,8 @@ class IngestService:
         self._lock = threading.Lock()  # guards the counters and flags read by other threads
         self._stop = threading.Event()
         self._incoming: list[_Incoming] = []
+        self._writing = 0  # messages of the batch being written
+        self._delay = float(settings.sync.reconnect_min_s)  # current reconnect backoff
         self._generation = 0
         self._connected = False
         self._subscribed = threading.Event()
@@ -253,7 +268,7 @@ class IngestService:
         with self._lock:
             return IngestStats(
                 connected=self._connected,
-                queued=len(self._incoming),
+                queued=len(self._incoming) + self._writing,
                 last_commit_ms=self._last_commit_ms,
                 **self._counts,
             )
@@ -304,7 +319,7 @@ class IngestService:
     def _serve_loop(self, client: mqtt.Client) -> None:
         sync = self.settings.sync
         wait_s = self.settings.centre.batch_wait_s
-        delay = float(sync.reconnect_min_s)
+        self._delay = float(sync.reconnect_min_s)
         first = True
         while not self._stop.is_set():
             if not self._connected and client.socket() is None:
@@ -321,37 +336,35 @@ class IngestService:
                     else:
                         client.reconnect()
                 except (OSError, ssl.SSLError) as exc:
-                    pause = delay * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-                    log.warning(
-                        "ingest cannot reach the broker %s:%d (%s); retrying in %.1f s",
-                        sync.host,
-                        sync.port,
-                        exc,
-                        pause,
-                    )
-                    delay = min(float(sync.reconnect_max_s), delay * 2)
-                    self._stop.wait(pause)
+                    self._back_off(f"cannot reach the broker {sync.host}:{sync.port} ({exc})")
                     continue
             timeout = wait_s
             if self._incoming:
                 timeout = max(0.0, wait_s - (time.monotonic() - self._incoming[0].received))
             rc = client.loop(timeout=min(timeout, 0.5))
             if rc != mqtt.MQTT_ERR_SUCCESS:
-                self._lost(client, rc)
+                self._lost(rc)
             elif self._connected:
-                delay = float(sync.reconnect_min_s)
+                self._delay = float(sync.reconnect_min_s)
             self._flush_if_due(client, wait_s)
             self._publish_alerts(client)
         self._flush(client)  # what has arrived: written and acknowledged before leaving
 
-    def _lost(self, client: mqtt.Client, rc: int) -> None:
+    def _lost(self, rc: int) -> None:
+        """The connection ended (paho has closed the socket): reconnect, soon or after a pause."""
         with self._lock:
             was, self._connected = self._connected, False
-        if was:
-            log.warning(
-                "ingest lost the broker (%s); reconnecting with backoff", mqtt.error_string(rc)
-            )
-        self._stop.wait(0.05)  # paho has closed the socket: the next round reconnects
+        if was:  # it was working: try again at once
+            log.warning("ingest lost the broker (%s); reconnecting", mqtt.error_string(rc))
+            self._stop.wait(0.05)
+        else:  # refused (credentials, certificate) or dropped before the CONNACK
+            self._back_off(f"the broker closed the connection ({mqtt.error_string(rc)})")
+
+    def _back_off(self, why: str) -> None:
+        pause = self._delay * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not crypto)
+        log.warning("ingest: %s; retrying in %.1f s", why, pause)
+        self._delay = min(float(self.settings.sync.reconnect_max_s), self._delay * 2)
+        self._stop.wait(pause)
 
     def _flush_if_due(self, client: mqtt.Client, wait_s: float) -> None:
         if not self._incoming:
@@ -367,10 +380,16 @@ class IngestService:
             with self._lock:
                 batch = self._incoming[: self.batch_size]
                 del self._incoming[: self.batch_size]
-            events, dead = self._validate(batch)
-            if not self._commit(client, events, dead):
+                self._writing = len(batch)
+            events, dead, receipts = self._validate(batch)
+            committed = self._commit(client, events, dead)
+            with self._lock:
+                self._writing = 0
+            if not committed:
                 return  # stopping while the database is down: nothing acknowledged
             self._ack(client, batch)
+            for topic, uids in receipts.items():
+                client.publish(topic, receipt_payload(uids), qos=1)
 
     def _close(self, client: mqtt.Client) -> None:
         if self.retire and self._connected and not self._incoming:
@@ -478,21 +497,31 @@ class IngestService:
 
     # --- storing ---------------------------------------------------------------------------
 
-    def _validate(self, batch: list[_Incoming]) -> tuple[list[CentreEvent], list[DeadLetter]]:
+    def _validate(
+        self, batch: list[_Incoming]
+    ) -> tuple[list[CentreEvent], list[DeadLetter], dict[str, list[str]]]:
+        """Events, dead letters, and the receipts to send: receipt topic → uids."""
         centre = self.settings.centre
         events: list[CentreEvent] = []
         dead: list[DeadLetter] = []
+        receipts: dict[str, list[str]] = {}
         for item in batch:
             try:
-                events.append(
-                    validate_event(
-                        item.topic,
-                        item.payload,
-                        prefix=self.prefix,
-                        max_bytes=centre.max_payload_bytes,
-                    )
+                event = validate_event(
+                    item.topic,
+                    item.payload,
+                    prefix=self.prefix,
+                    max_bytes=centre.max_payload_bytes,
                 )
+                events.append(event)
+                topic = topic_for(self.prefix, event.site, event.device, "receipt")
+                receipts.setdefault(topic, []).append(event.uid)
             except InvalidPayload as exc:
+                if exc.uid is not None:
+                    with contextlib.suppress(InvalidPayload):
+                        where = AuditTopic.parse(item.topic, self.prefix)
+                        topic = topic_for(self.prefix, where.site, where.device, "receipt")
+                        receipts.setdefault(topic, []).append(exc.uid)
                 dead.append(
                     DeadLetter(
                         topic=item.topic[:1024],
@@ -501,7 +530,7 @@ class IngestService:
                         payload=item.payload[: centre.dead_letter_max_bytes],
                     )
                 )
-        return events, dead
+        return events, dead, receipts
 
     def _commit(
         self, client: mqtt.Client, events: list[CentreEvent], dead: list[DeadLetter]
@@ -625,11 +654,3 @@ class IngestService:
         if done.returncode != 0:
             err = done.stderr.decode("utf-8", "replace").strip()[-500:]
             log.error("alert command %s exited %d: %s", self._alert_argv[0], done.returncode, err)
-
-
-def ingest_database_path(settings: Settings) -> Path | None:
-    """The SQLite file the ingest writes to, or None for PostgreSQL."""
-    url = centre_database_url(settings)
-    if url.startswith("sqlite://"):
-        return Path("/" + url[len("sqlite://") :].lstrip("/"))
-    return None

@@ -1,9 +1,11 @@
 """The audit event schema the centre accepts, and the topic layout it reads.
 
 Topics: ``<prefix>/<site>/<device>/audit`` (QoS 1, the events), ``…/status``
-(retained ``online``/``offline``, with a last will) and ``…/health`` (retained
-JSON). Site and device ids are single topic levels: no ``/``, ``+``, ``#``, no
-NUL, not empty.
+(retained ``online``/``offline``, with a last will), ``…/health`` (retained
+JSON) and ``…/receipt`` (QoS 1, from the centre: ``{"uids": [...]}``, the event
+uids it has stored — or dead-lettered — so the device knows they arrived).
+Site and device ids are single topic levels: no ``/``, ``+``, ``#``, no NUL,
+not empty.
 
 Every payload on an audit topic is checked before it is stored; the first
 failure becomes the dead-letter reason. The rules are those of the events the
@@ -46,7 +48,13 @@ _BAD_LEVEL = ("/", "+", "#", "\x00")
 
 
 class InvalidPayload(ValueError):  # noqa: N818 (reads as what it is: "payload is invalid")
-    """A payload the centre will not store; ``str()`` is the dead-letter reason."""
+    """A payload the centre will not store; ``str()`` is the dead-letter reason.
+
+    ``uid`` is the event's ``metadata.uid`` when one could be read (the centre
+    confirms dead-lettered events too, so a device does not send them forever).
+    """
+
+    uid: str | None = None
 
 
 def check_topic_level(value: str, what: str) -> str:
@@ -126,7 +134,17 @@ def validate_event(
         raise InvalidPayload("not JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidPayload(f"not a JSON object but {type(data).__name__}")
+    try:
+        return _check(data, where, text)
+    except InvalidPayload as exc:
+        metadata = data.get("metadata")
+        uid = metadata.get("uid") if isinstance(metadata, dict) else None
+        if isinstance(uid, str) and len(uid) <= 64:
+            exc.uid = uid
+        raise
 
+
+def _check(data: dict[str, Any], where: AuditTopic, text: str) -> CentreEvent:
     class_uid = data.get("class_uid")
     if not _int(class_uid) or class_uid not in CLASS_CATEGORY:
         raise InvalidPayload(f"class_uid: {class_uid!r:.40} is not one of 2004, 3001, 3002")
@@ -189,3 +207,20 @@ def validate_event(
         user_uid=user_uid,
         payload=text,
     )
+
+
+def receipt_payload(uids: list[str]) -> bytes:
+    """The centre's confirmation that it holds these events."""
+    return json.dumps({"uids": uids}, separators=(",", ":")).encode()
+
+
+def parse_receipt(payload: bytes) -> list[str]:
+    """The uids a receipt confirms ([] for anything malformed)."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError):
+        return []
+    uids = data.get("uids") if isinstance(data, dict) else None
+    if not isinstance(uids, list):
+        return []
+    return [u for u in uids if isinstance(u, str)]

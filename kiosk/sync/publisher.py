@@ -12,7 +12,10 @@ Topics (``p`` = ``sync.topic_prefix``, ``s`` = ``device.site``, ``d`` = ``device
 ``p/s/d/health``
     retained JSON every ``sync.health_interval_s`` (also logged): outbox depth,
     the oldest unsent event and its age, when a row was last acknowledged,
-    events in flight, and the highest attempt count among unsent rows.
+    events in flight, events awaiting the centre's receipt, and the highest
+    attempt count among unsent rows.
+``p/s/d/receipt`` (subscribed, QoS 1)
+    the centre's receipts: uids it has stored (:mod:`kiosk.sync.confirm`).
 
 QoS and acknowledgement discipline:
 
@@ -35,7 +38,15 @@ QoS and acknowledgement discipline:
   leaves the row unsent; so does 0x10 "no matching subscribers" unless
   ``sync.require_subscriber`` is off — mosquitto drops a message nobody
   subscribes to, and an audit event must wait for the ingest instead. Either
-  way publishing pauses (1 s doubling to 60 s) and resumes from that row.
+  way publishing pauses (1 s doubling up to ``sync.reconnect_max_s``, and again
+  from 1 s after a reconnect) and resumes from that row, one event at a time
+  until one is accepted.
+* A PUBACK is the broker's word, not the centre's: mosquitto persists by
+  snapshot and forgets, when killed, what it acknowledged since its last save
+  (the tests see tens of events per ``kill -9``). Acknowledged events are
+  therefore tracked until the centre's receipt names them; one the centre
+  plainly skipped is made unsent again and re-published (``sync.confirm_grace_s``;
+  0 trusts the PUBACK alone). Nothing is re-sent while the centre is silent.
 * Persistent session (``clean_start=False``, ``SessionExpiryInterval``), client
   id ``kiosk-<device_id>``; paho re-sends unacknowledged messages after a
   reconnect, with exponential backoff between attempts.
@@ -75,15 +86,17 @@ from kiosk.errors import ConfigError, KioskError
 from kiosk.store.db import Database
 from kiosk.store.outbox import OutboxRow, OutboxStore
 from kiosk.sync.client import Will, build_client, start_connecting
+from kiosk.sync.confirm import ConfirmationTracker, WatermarkFile
 from kiosk.sync.errors import SyncBusyError, SyncError
-from kiosk.sync.payload import check_topic_level, topic_for
+from kiosk.sync.payload import check_topic_level, parse_receipt, topic_for
 
 log = logging.getLogger(__name__)
 
 NO_MATCHING_SUBSCRIBERS = 0x10
 _MARK_INTERVAL_S = 0.05  # longest delay between a PUBACK and its (batched) mark commit
 _DRAIN_S = 3.0  # on stop: how long to wait for outstanding PUBACKs
-_HOLD_MIN_S, _HOLD_MAX_S = 1.0, 60.0
+_HOLD_MIN_S, _HOLD_MAX_S = 1.0, 60.0  # the longest hold is sync.reconnect_max_s
+_CONFIRM_CHECK_S = 0.5  # how often acknowledged-but-unconfirmed events are looked at
 
 
 def _now_ms() -> int:
@@ -102,6 +115,7 @@ class SyncHealth:
     oldest_unsent_age_s: float | None
     last_sync_ms: int | None
     in_flight: int
+    unconfirmed: int  # acknowledged by the broker, not yet confirmed by the centre
     published: int  # PUBLISH packets handed to paho since start
     acknowledged: int  # successful PUBACKs since start
     max_attempts: int
@@ -125,7 +139,8 @@ class SyncHealth:
         held = f", held back: {self.held_back}" if self.held_back else ""
         return (
             f"sync {state}: {self.depth} unsent (oldest {oldest}), {self.in_flight} in flight, "
-            f"last sync {last}, {self.acknowledged}/{self.published} acknowledged{held}"
+            f"{self.unconfirmed} awaiting the centre's receipt, last sync {last}, "
+            f"{self.acknowledged}/{self.published} acknowledged{held}"
         )
 
 
@@ -192,10 +207,14 @@ class OutboxPublisher:
         self.audit_topic = topic_for(prefix, site, device, "audit")
         self.status_topic = topic_for(prefix, site, device, "status")
         self.health_topic = topic_for(prefix, site, device, "health")
+        self.receipt_topic = topic_for(prefix, site, device, "receipt")
+        self.confirming = sync.confirm_grace_s > 0
         self.window = sync.max_inflight
 
         self._cond = threading.Condition()
         self._acks: deque[tuple[int, int]] = deque()  # (mid, reason code value)
+        self._receipts: deque[bytes] = deque()
+        self._receipts_refused = False
         self._connected = False
         self._stopping = False
         self._wake = False
@@ -218,9 +237,16 @@ class OutboxPublisher:
         self._hold_until = 0.0
         self._hold_s = 0.0
         self._held_back: str | None = None
+        self._probing = False  # after a refusal: one event at a time until one gets through
+        self._connects = 0  # CONNACKs so far (set under _cond)
+        self._seen_connects = 0
         self._published = 0
         self._acknowledged = 0
         self._last_sync_ms: int | None = None
+        self._tracker = ConfirmationTracker(sync.confirm_grace_s)
+        self._watermark_file = WatermarkFile(self.database_path)
+        self._saved_watermark = -1
+        self.unconfirmed = 0  # len(tracker), readable from any thread
 
     # --- public API ------------------------------------------------------------------------
 
@@ -245,6 +271,8 @@ class OutboxPublisher:
             self._client.on_connect = self._on_connect
             self._client.on_disconnect = self._on_disconnect
             self._client.on_publish = self._on_publish
+            self._client.on_message = self._on_receipt
+            self._client.on_subscribe = self._on_subscribe
             self._stopping = False
             self._started.clear()
             self._thread = threading.Thread(
@@ -305,6 +333,26 @@ class OutboxPublisher:
                 return False
         return self._empty.is_set()
 
+    @property
+    def outbox_empty(self) -> bool:
+        """Whether the outbox was empty when last looked at."""
+        return self._empty.is_set()
+
+    def wait_until_confirmed(self, timeout: float) -> bool:
+        """True once the outbox is empty and the centre has confirmed every acknowledged event.
+
+        Returns False at the timeout, or as soon as events presumed lost make the outbox
+        non-empty again.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running:
+            if not self._empty.is_set():
+                return False
+            if self.unconfirmed == 0:
+                return True
+            time.sleep(0.05)
+        return self._empty.is_set() and self.unconfirmed == 0
+
     def __enter__(self) -> OutboxPublisher:
         self.start()
         return self
@@ -343,8 +391,11 @@ class OutboxPublisher:
             "resumed" if flags.session_present else "new",
         )
         client.publish(self.status_topic, b"online", qos=1, retain=True)
+        if self.confirming:
+            client.subscribe(self.receipt_topic, qos=1)
         with self._cond:
             self._connected = True
+            self._connects += 1
             self._cond.notify_all()
 
     def _on_disconnect(
@@ -376,6 +427,29 @@ class OutboxPublisher:
             if len(self._acks) >= self._wake_at:
                 self._cond.notify_all()
 
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(code.is_failure for code in reason_codes) and self.confirming:
+            log.warning(
+                "the broker refused the subscription to %s (%s): without the centre's receipts "
+                "the PUBACK alone has to be trusted",
+                self.receipt_topic,
+                reason_codes[0],
+            )
+            with self._cond:
+                self._receipts_refused = True
+
+    def _on_receipt(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self._receipts.append(bytes(message.payload))
+            self._cond.notify_all()
+
     # --- the publisher thread --------------------------------------------------------------
 
     def _run(self) -> None:
@@ -389,6 +463,13 @@ class OutboxPublisher:
         assert client is not None  # noqa: S101 (set by start)
         try:
             self._last_sync_ms = outbox.last_sent_ms()
+            self._load_unconfirmed(outbox)
+        except BaseException as exc:
+            outbox.close()
+            self._startup_error = exc
+            self._started.set()
+            return
+        try:
             start_connecting(client, self.settings.sync)
         except BaseException as exc:
             outbox.close()
@@ -398,6 +479,8 @@ class OutboxPublisher:
         self._started.set()
         try:
             self._loop(outbox, client)
+        except Exception:
+            log.exception("the outbox publisher failed; events stay in the outbox")
         finally:
             try:
                 self._shutdown(outbox, client)
@@ -407,24 +490,36 @@ class OutboxPublisher:
     def _loop(self, outbox: OutboxStore, client: mqtt.Client) -> None:
         sync = self.settings.sync
         next_health = time.monotonic() + min(2.0, sync.health_interval_s)
+        next_confirm_check = time.monotonic()
         failures = 0
         more = True
         while True:
             with self._cond:
                 self._wake_at = max(1, min(len(self._inflight), self.window // 4))
                 busy = more and self._connected and len(self._inflight) < self.window
-                if not (self._stopping or self._wake or busy or len(self._acks) >= self._wake_at):
+                waiting = len(self._acks) >= self._wake_at or self._receipts
+                if not (self._stopping or self._wake or busy or waiting):
                     # nothing to do until enough acks arrive, a notify(), or the timeout
                     self._cond.wait(self._wait_s(next_health))
                 acks = list(self._acks)
                 self._acks.clear()
+                receipts = list(self._receipts)
+                self._receipts.clear()
                 stopping, connected = self._stopping, self._connected
+                connects = self._connects
                 self._wake = False
             if stopping:
                 return
+            if connects != self._seen_connects:  # a new connection: whatever refused may be gone
+                self._seen_connects = connects
+                self._hold_until, self._hold_s = 0.0, 0.0
             try:
                 self._resolve(acks)
+                self._confirm(receipts)
                 self._flush(outbox)
+                if time.monotonic() >= next_confirm_check:
+                    self._recover_lost(outbox)
+                    next_confirm_check = time.monotonic() + _CONFIRM_CHECK_S
                 more = False
                 if connected and time.monotonic() >= self._hold_until:
                     if self._held_back is not None:
@@ -448,6 +543,8 @@ class OutboxPublisher:
             limit = min(limit, _MARK_INTERVAL_S)
         if self._held_back is not None:
             limit = min(limit, max(0.0, self._hold_until - now))
+        if self.unconfirmed:
+            limit = min(limit, _CONFIRM_CHECK_S)
         return max(limit, 0.001)
 
     def _resolve(self, acks: list[tuple[int, int]]) -> None:
@@ -465,10 +562,62 @@ class OutboxPublisher:
                 self._to_mark.append(row.uid)
                 self._acknowledged += 1
                 self._hold_s = 0.0
+                self._probing = False
+                if self.confirming:
+                    self._tracker.acked(row.uid, row.seq, time.monotonic())
+        self.unconfirmed = len(self._tracker)
+
+    def _confirm(self, receipts: list[bytes]) -> None:
+        if self._receipts_refused and len(self._tracker):
+            self._tracker = ConfirmationTracker(0.0, watermark=self._tracker.watermark())
+            self.confirming = False
+        if not receipts:
+            return
+        now = time.monotonic()
+        for payload in receipts:
+            self._tracker.confirmed(parse_receipt(payload), now)
+        self.unconfirmed = len(self._tracker)
+
+    def _recover_lost(self, outbox: OutboxStore) -> None:
+        """Publish again what the broker acknowledged but the centre never received."""
+        lost = self._tracker.presumed_lost(time.monotonic())
+        if lost:
+            self._flush(outbox, force=True)  # their sent marks first, so unmark wins
+            outbox.unmark([uid for uid, _ in lost])
+            self._cursor = min(self._cursor, min(seq for _, seq in lost) - 1)
+            self._empty.clear()
+            log.warning(
+                "%d event(s) acknowledged by the broker have not reached the centre (lost by "
+                "a broker restart, or queued for an ingest worker that is away); sending them "
+                "again",
+                len(lost),
+            )
+        self.unconfirmed = len(self._tracker)
+        watermark = self._tracker.watermark()
+        if watermark != self._saved_watermark:
+            self._watermark_file.write(watermark)
+            self._saved_watermark = watermark
+
+    def _load_unconfirmed(self, outbox: OutboxStore) -> None:
+        """Rows acknowledged before a restart whose receipt had not arrived: check them again."""
+        if not self.confirming:
+            return
+        saved = self._watermark_file.read()
+        watermark = saved if saved is not None else outbox.max_sent_seq()
+        self._tracker = ConfirmationTracker(self.settings.sync.confirm_grace_s, watermark=watermark)
+        now = time.monotonic()
+        pending = outbox.sent_after(watermark)
+        for seq, uid in pending:
+            self._tracker.acked(uid, seq, now)
+        self.unconfirmed = len(self._tracker)
+        if pending:
+            log.info("%d acknowledged event(s) still await the centre's receipt", len(pending))
 
     def _refused(self, row: OutboxRow, code: int) -> None:
         self._cursor = min(self._cursor, row.seq - 1)
-        self._hold_s = min(_HOLD_MAX_S, max(_HOLD_MIN_S, self._hold_s * 2))
+        self._probing = True
+        longest = min(_HOLD_MAX_S, float(self.settings.sync.reconnect_max_s))
+        self._hold_s = min(longest, max(_HOLD_MIN_S, self._hold_s * 2))
         self._hold_until = time.monotonic() + self._hold_s
         if code == NO_MATCHING_SUBSCRIBERS:
             reason = "the broker has no subscriber for the audit topic (is `kiosk ingest` running?)"
@@ -500,6 +649,8 @@ class OutboxPublisher:
     def _fill(self, outbox: OutboxStore, client: mqtt.Client) -> bool:
         """Publish unsent rows into the free part of the window; True if more may be waiting."""
         room = self.window - len(self._inflight)
+        if self._probing:
+            room = 1 - len(self._inflight)
         if room <= 0:
             return False
         rows = outbox.unsent(after_seq=self._cursor, limit=room)
@@ -548,6 +699,7 @@ class OutboxPublisher:
             ),
             last_sync_ms=self._last_sync_ms,
             in_flight=len(self._inflight),
+            unconfirmed=len(self._tracker),
             published=self._published,
             acknowledged=self._acknowledged,
             max_attempts=stats.max_attempts,
@@ -581,6 +733,11 @@ class OutboxPublisher:
                 "%d event(s) still unacknowledged; they will be sent again", len(self._inflight)
             )
         try:
+            with self._cond:
+                receipts = list(self._receipts)
+                self._receipts.clear()
+            self._confirm(receipts)
+            self._recover_lost(outbox)
             self._report(outbox, client)
         except KioskError as exc:
             log.warning("no final health report: %s", exc)
@@ -602,13 +759,25 @@ def sync_once(
 ) -> SyncHealth:
     """Publish everything unsent and wait for the PUBACKs (``kiosk sync``).
 
+    Then, when receipts are on, wait a little (twice the receipt grace, within
+    ``timeout``) for the centre to confirm: events it never received are sent again
+    within this run. Events still unconfirmed at the end stay tracked (the state
+    file beside the database) and are checked by the next sync or the daemon.
+
     Returns the final health; raises SyncError when the outbox is not empty after
     ``timeout`` seconds (broker unreachable, no subscriber, refused events).
     """
     publisher = OutboxPublisher(settings, database)
+    deadline = time.monotonic() + timeout
     publisher.start()
     try:
-        done = publisher.wait_until_empty(timeout)
+        while True:
+            done = publisher.wait_until_empty(max(0.0, deadline - time.monotonic()))
+            if not done or not publisher.confirming:
+                break
+            wait = min(deadline - time.monotonic(), settings.sync.confirm_grace_s + 5)
+            if publisher.wait_until_confirmed(max(0.0, wait)) or publisher.outbox_empty:
+                break  # confirmed, or no sign of loss within the wait: tracked for later
     finally:
         publisher.stop()
     health = publisher.health()
@@ -623,5 +792,11 @@ def sync_once(
         raise SyncError(
             f"{health.depth} event(s) still unsent after {timeout:.0f} s ({why}); they stay in "
             "the outbox and go with the next sync"
+        )
+    if health.unconfirmed:
+        log.info(
+            "%d event(s) acknowledged by the broker are not yet confirmed by the centre; "
+            "the next sync (or the daemon) checks them",
+            health.unconfirmed,
         )
     return health
