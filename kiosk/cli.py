@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="APCER per attack type and BPCER, with the count behind each",
         description="Runs bona fide clips and attacks built from ../shared/data (photos as "
         "rigid planes, replay loops, face swaps, real screen replays) through the pipeline and "
-        "the configured challenges. In full it takes from half an hour to an hour on a 2-core machine.",
+        "the configured challenges. In full: half an hour to an hour on a 2-core machine.",
     )
     p.add_argument("--data", help="the shared data folder (default: ../shared/data)")
     p.add_argument("--limit", type=int, help="use only the first N identity photos")
