@@ -337,6 +337,8 @@ class AuthFlow:
             )
         if not self.hasher.verify(pin, supervisor.pin):
             state, locked_now = lockout.register_failure(sup_state, self.clock, self.policy.lockout)
+            # the supervisor's own sign-in, if one is open elsewhere, still counts when undecided
+            state = replace(state, open_attempt=sup_state.open_attempt)
             change = Change(
                 lockouts={supervisor.id: state},
                 events=[
@@ -514,7 +516,8 @@ class AuthFlow:
         if totp_step is not None:
             change.totp_steps[user.id] = totp_step
         if also_reset is not None:
-            change.lockouts[also_reset] = lockout.LockoutState()
+            still_open = self.repo.lockout(also_reset).open_attempt
+            change.lockouts[also_reset] = lockout.LockoutState(open_attempt=still_open)
         self._commit(change)
         return self._end(Phase.GRANTED, f"Welcome, {user.name}.", user=user.name)
 
