@@ -1467,6 +1467,29 @@ def test_a_supervisors_interrupted_attempt_still_counts(kiosk: Kiosk, right: boo
     assert kiosk.repo.lockout(carol).open_attempt
     assert kiosk.flow.enter_pin(BOB.staff_no, BOB.pin).phase is Phase.FACE
     kiosk.flow.supervisor_override(CAROL.staff_no, CAROL.pin if right else "0000")
+    assert kiosk.repo.lockout(carol).open_attempt  # vouching did not close her own sign-in
     assert kiosk.flow.enter_pin(CAROL.staff_no, CAROL.pin).phase is Phase.FACE
     # counted once, whether at the override or at this PIN
     assert kiosk.failure_reasons(CAROL.name).count(INTERRUPTED) == 1
+    assert kiosk.repo.lockout(carol) == LockoutState(failures=1 if right else 2, open_attempt=True)
+
+
+def test_a_locked_user_keeps_an_interrupted_attempt_for_later(kiosk: Kiosk) -> None:
+    """A locked user's PIN only gets LOCKED and leaves the marker; once the lock is served,
+    their next PIN counts the interrupted attempt."""
+    carol = kiosk.ids[CAROL.name]
+    assert kiosk.flow.enter_pin(CAROL.staff_no, CAROL.pin).phase is Phase.FACE
+    kiosk.restart()
+    for requester in (ALICE, BOB, DAVE):  # her wrong PIN three times locks her
+        assert kiosk.flow.enter_pin(requester.staff_no, requester.pin).phase is Phase.FACE
+        kiosk.flow.supervisor_override(CAROL.staff_no, "0000")
+    state = kiosk.repo.lockout(carol)
+    assert (state.failures, state.remaining_s, state.open_attempt) == (3, LOCKOUT_S, True)
+    assert _assert_locked(kiosk, CAROL) == LOCKED_NOW
+    assert kiosk.repo.lockout(carol).open_attempt  # untouched
+    kiosk.clock.advance(LOCKOUT_S)
+    assert kiosk.flow.enter_pin(CAROL.staff_no, CAROL.pin).phase is Phase.FACE
+    assert kiosk.repo.lockout(carol) == LockoutState(
+        failures=1, boot_id=kiosk.clock.boot_id(), boot_s=100.0, open_attempt=True
+    )
+    assert kiosk.failure_reasons(CAROL.name)[-2:] == [WHILE_LOCKED, INTERRUPTED]
