@@ -5,7 +5,7 @@
   a turn or a nod), tilted, scaled and shifted along a smooth random path, with
   blur, sensor noise and lighting drift frame by frame.
 * :func:`looped` — a clip replayed in a loop.
-* :func:`swapped` — a presentation whose face is swapped for another one half-way.
+* :func:`letterbox` — any frame fitted into the 640×480 frame of the synthetic attacks.
 """
 
 from __future__ import annotations
@@ -107,11 +107,6 @@ def printed_photo(
 def looped(clip: Sequence[BgrImage], times: int = 3) -> list[BgrImage]:
     """``clip`` played ``times`` times in a row (a replayed recording)."""
     return [frame for _ in range(times) for frame in clip]
-
-
-def swapped(first: Sequence[BgrImage], second: Sequence[BgrImage], at: int) -> list[BgrImage]:
-    """``first`` until frame ``at``, then ``second`` (another person) from there on."""
-    return list(first[:at]) + list(second[at:])
 
 
 def letterbox(frame: BgrImage) -> BgrImage:

@@ -18,8 +18,9 @@ the real :class:`~kiosk.liveness.challenge.ChallengeSession`, frame by frame):
 * **Replay loop** — each printed-photo presentation replayed in a loop, and
   each bona fide segment replayed in a loop against the default random plan of
   two challenges.
-* **Face swap** — a bona fide segment whose face is cut to another identity's
-  photo half-way through.
+* **Face swap** — the baseline from one face and the move from another: another
+  identity's photo for the first second, then a bona fide segment; or the
+  first second of one person's clip, then another person doing the move.
 * **Real attacks** — ``attacks/replay_*/replay_attack.*`` (a screen replay of
   a recorded person) against random two-challenge plans at each declared
   start, and the silent-face print and tablet photos held for a challenge.

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from kiosk.vision.geometry import crop, roi_matrix
+from kiosk.vision.geometry import crop
 from kiosk.vision.runtime import Model
 from kiosk.vision.types import FloatArray, Roi
 
@@ -70,8 +70,3 @@ class EyeLids:
             float(np.linalg.norm(pts[u] - pts[lo])) for u, lo in zip(_UPPER, _LOWER, strict=True)
         ]
         return float(np.mean(gaps)) / corner
-
-
-def eye_roi_matrix(roi: Roi) -> npt.NDArray[np.float64]:
-    """The crop matrix of an eye region (exposed for tests)."""
-    return roi_matrix(roi, INPUT_SIZE)

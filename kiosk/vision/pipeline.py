@@ -47,6 +47,11 @@ class StageTimes:
     embed_invoke_s: float = 0.0
 
 
+def frame_digest(image: npt.NDArray[np.uint8]) -> bytes:
+    """A fingerprint of the whole frame (taken once per frame, shared by its faces)."""
+    return hashlib.blake2b(image.data, digest_size=16).digest()
+
+
 class FacePipeline:
     """The on-device face pipeline: detector, mesh and embedder with their settings."""
 
@@ -143,11 +148,12 @@ class FacePipeline:
         threshold) are dropped.
         """
         image = as_bgr(frame)
+        digest = frame_digest(image)
         self.times = StageTimes()
         found = self.detect(image)
         out = []
         for det in found:
-            obs = self._measure(image, roi_from_detection(det), det.score, 0)
+            obs = self._measure(image, roi_from_detection(det), det.score, 0, digest)
             if obs is not None:
                 out.append(self.embed(obs) if embed else obs)
         out.sort(key=lambda o: -o.width)
@@ -162,17 +168,18 @@ class FacePipeline:
         again and starts a new track on the largest face.
         """
         image = as_bgr(frame)
+        digest = frame_digest(image)
         self.times = StageTimes()
         obs = None
         if self._roi is not None:
-            obs = self._measure(image, self._roi, self._track_score, self._track_id)
+            obs = self._measure(image, self._roi, self._track_score, self._track_id, digest)
         if obs is None:
             self._roi = None
             # The person at a kiosk is close: look at the whole frame first, and search the
             # tiles (faces further away) only when that finds nobody.
-            obs = self._start_track(image, self.detect(image, grid=1))
+            obs = self._start_track(image, self.detect(image, grid=1), digest)
             if obs is None and (self.detector.grid or auto_grid(*image.shape[:2])) > 1:
-                obs = self._start_track(image, self.detect(image))
+                obs = self._start_track(image, self.detect(image), digest)
         if obs is None:
             return None
         self._roi = roi_from_landmarks(obs.landmarks)
@@ -200,11 +207,13 @@ class FacePipeline:
     # --- internals ---------------------------------------------------------------------------
 
     def _start_track(
-        self, image: npt.NDArray[np.uint8], found: list[Detection]
+        self, image: npt.NDArray[np.uint8], found: list[Detection], digest: bytes
     ) -> FaceObservation | None:
         """A new track on the largest detection the mesh confirms, if any."""
         for det in sorted(found, key=lambda d: -d.width):
-            obs = self._measure(image, roi_from_detection(det), det.score, self._track_id + 1)
+            obs = self._measure(
+                image, roi_from_detection(det), det.score, self._track_id + 1, digest
+            )
             if obs is not None:
                 self._track_id += 1
                 self._track_score = det.score
@@ -212,7 +221,7 @@ class FacePipeline:
         return None
 
     def _measure(
-        self, image: npt.NDArray[np.uint8], roi: Roi, score: float, track_id: int
+        self, image: npt.NDArray[np.uint8], roi: Roi, score: float, track_id: int, digest: bytes
     ) -> FaceObservation | None:
         start = time.perf_counter()
         landmarks, presence = self.mesh.landmarks(image, roi)
@@ -234,7 +243,7 @@ class FacePipeline:
             self.times.eyes_s += time.perf_counter() - start
             eyes = replace(eyes, ear_right=right, ear_left=left)
         obs = FaceObservation(
-            frame_digest=hashlib.blake2b(image.data, digest_size=16).digest(),
+            frame_digest=digest,
             box=box,
             score=score,
             keypoints=keypoints,
