@@ -115,8 +115,11 @@ def open_services(settings: Settings, *, clock: Clock | None = None) -> Services
     )
 
 
-def build_liveness(settings: Settings) -> LivenessChecker:
-    """The configured liveness checker (random challenges unless configured otherwise)."""
+def build_liveness(settings: Settings, *, challenges: int | None = None) -> LivenessChecker:
+    """The configured liveness checker (random challenges unless configured otherwise).
+
+    ``challenges`` overrides how many are drawn (a step-up asks for one).
+    """
     from kiosk.liveness.challenge import ChallengeLiveness, Kind, LivenessPolicy
 
     live = settings.liveness
@@ -124,7 +127,7 @@ def build_liveness(settings: Settings) -> LivenessChecker:
         log.warning("liveness mode 'continuity': no presentation-attack defence is active")
         return TrackContinuity()
     policy = LivenessPolicy(
-        challenges=live.challenges,
+        challenges=live.challenges if challenges is None else challenges,
         kinds=tuple(Kind(k) for k in live.kinds),
         window_s=live.window_s,
         turn_deg=live.turn_deg,

@@ -215,6 +215,19 @@ class _Stop:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.daemon import serve
+
+    overrides: dict[str, Any] = {}
+    if args.port is not None:
+        overrides["screen"] = settings.screen.model_copy(update={"port": args.port})
+    if args.no_screen:
+        overrides["screen"] = settings.screen.model_copy(update={"enabled": False})
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    return serve(settings, source_spec=args.source, demo_dir=samples_dir(settings))
+
+
+def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.camera import open_source
 
     pipeline = _pipeline(settings)
@@ -366,15 +379,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "run",
-        help="run the kiosk: the face pipeline on the camera, one line per frame",
+        help="run the kiosk daemon: camera, face check, screen, devices, audit",
+        description="The appliance: reads the camera (picamera2, else /dev/video0, else a "
+        "replay of the sample images, labelled as a replay on the screen), serves the screen "
+        "page on loopback (http://127.0.0.1:8321/ by default), signs staff in with PIN, face "
+        "and liveness, watches the session, publishes the audit trail when sync is enabled, "
+        "and serves step-up when enabled. Under systemd (Type=notify) it reports READY and "
+        "feeds the watchdog while healthy. Stops cleanly on SIGTERM / Ctrl-C.",
+    )
+    p.add_argument("--source", help="camera spec: auto, picamera2, v4l2:/dev/videoN, or a path")
+    p.add_argument("--port", type=int, help="serve the screen on this loopback port")
+    p.add_argument("--no-screen", action="store_true", help="do not serve the screen page")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "watch",
+        help="print what the face pipeline sees on the camera, one line per frame",
         description="Uses picamera2, else /dev/video0, else replays the sample images "
-        "(labelled as a replay). Stops on SIGTERM / Ctrl-C.",
+        "(labelled as a replay). For checking a camera's placement and light. Stops on "
+        "SIGTERM / Ctrl-C.",
     )
     p.add_argument("--source", help="camera spec: auto, picamera2, v4l2:/dev/videoN, or a path")
     p.add_argument("--frames", type=int, help="stop after this many frames (no looping)")
     p.add_argument("--fps", type=float, help="frame rate to request / replay at")
     p.add_argument("--json", action="store_true", help="one JSON object per frame")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_watch)
 
     register_accounts(sub)
     register_stepup(sub)

@@ -15,6 +15,7 @@ otherwise; downloaded registry archives are cached in ``$XDG_CACHE_HOME/kiosk``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -472,6 +473,130 @@ class CameraSettings(_Section):
     )
 
 
+LockActionName = Literal["relay", "loginctl", "publish"]
+
+
+def _default_lock_actions() -> list[LockActionName]:
+    return ["relay"]
+
+
+class ScreenSettings(_Section):
+    """The kiosk screen: a page served on loopback, shown by Chromium in kiosk mode."""
+
+    enabled: bool = Field(
+        True, title="Screen enabled", description="Serve the screen page from the daemon."
+    )
+    host: str = Field(
+        "127.0.0.1",
+        title="Host",
+        description="Loopback address the page is served on (never another interface).",
+    )
+    port: int = Field(
+        8321, ge=0, le=65535, title="Port", description="TCP port of the page (0: any, tests)."
+    )
+    preview_fps: float = Field(
+        2.0,
+        ge=0,
+        le=10,
+        title="Preview rate",
+        description="Camera preview frames per second on the screen (0: no preview).",
+    )
+    preview_width: int = Field(
+        320, ge=80, le=1280, title="Preview width", description="Preview width in pixels."
+    )
+    result_hold_s: float = Field(
+        4.0,
+        gt=0,
+        le=60,
+        title="Result hold",
+        description="Seconds a result stays on the screen before it returns to the PIN pad.",
+    )
+    lockout_hold_s: float = Field(
+        20.0,
+        gt=0,
+        le=600,
+        title="Lockout hold",
+        description="Seconds the lockout countdown stays up (the terminal stays usable by others).",
+    )
+
+    @model_validator(mode="after")
+    def _loopback_only(self) -> ScreenSettings:
+        try:
+            loopback = ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = self.host == "localhost"
+        if not loopback:
+            raise ValueError(f"screen.host must be a loopback address, not {self.host!r}")
+        return self
+
+
+class PresenceSettings(_Section):
+    """Continuous presence after a grant (see kiosk.auth.session)."""
+
+    enabled: bool = Field(
+        True, title="Presence checks", description="Keep checking the signed-in user is there."
+    )
+    interval_s: float = Field(
+        0.5, ge=0.05, le=60, title="Check interval", description="Seconds between checks."
+    )
+    absent_s: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        title="Absence limit",
+        description="Lock when no face of the user has been seen for this long.",
+    )
+    mismatch_checks: int = Field(
+        3,
+        ge=1,
+        le=100,
+        title="Mismatch checks",
+        description="Lock after this many checks in a row showing only someone else.",
+    )
+    lock_on_onlooker: bool = Field(
+        False,
+        title="Lock on onlooker",
+        description="Lock when a second face looks on (policy; off by default).",
+    )
+    onlooker_checks: int = Field(
+        4, ge=1, le=100, title="Onlooker checks", description="Checks in a row before it locks."
+    )
+    max_session_h: float = Field(
+        8.0, gt=0, le=24, title="Session limit", description="Hours before a session locks."
+    )
+    lock_actions: list[LockActionName] = Field(
+        default_factory=_default_lock_actions,
+        title="Lock actions",
+        description=(
+            "What a lock does besides ending the screen's session (always) and auditing it "
+            "(always): 'relay' releases a relay held for the session, 'loginctl' locks the "
+            "desktop session (workstations), 'publish' sends the audit event to the centre at once."
+        ),
+    )
+
+
+class DaemonSettings(_Section):
+    """The daemon's own housekeeping."""
+
+    frame_stale_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        title="Frame staleness",
+        description="No new frame for this long: unhealthy (the systemd watchdog is not fed).",
+    )
+    checkpoint_s: float = Field(
+        60.0,
+        ge=1,
+        le=3600,
+        title="Lockout checkpoint",
+        description="Seconds between re-recordings of running lockouts' remainders.",
+    )
+    camera_retry_s: float = Field(
+        2.0, gt=0, le=60, title="Camera retry", description="Seconds between reopen attempts."
+    )
+
+
 class Settings(BaseSettings):
     """All settings of one kiosk process."""
 
@@ -512,6 +637,9 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings, title="Sync")
     centre: CentreSettings = Field(default_factory=CentreSettings, title="Centre")
     stepup: StepUpSettings = Field(default_factory=StepUpSettings, title="Step-up")
+    screen: ScreenSettings = Field(default_factory=ScreenSettings, title="Screen")
+    presence: PresenceSettings = Field(default_factory=PresenceSettings, title="Presence")
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings, title="Daemon")
     devices: DeviceIOSettings = Field(
         default_factory=DeviceIOSettings,
         title="Devices",

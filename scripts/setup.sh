@@ -23,6 +23,8 @@ case ",$extras," in *,dev,*)
     if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
         missing+=(postgresql); services+=(postgresql)
     fi
+    # The screen tests drive Debian's chromium headless through Playwright.
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     ;;
 esac
 if [ ${#missing[@]} -gt 0 ]; then
@@ -55,3 +57,10 @@ fi
 
 "$venv/bin/kiosk" models fetch
 "$venv/bin/kiosk" samples fetch
+
+# The fleet checks (ansible-lint, a real run of the device role) use a venv of their own,
+# so Ansible's pins never meet the kiosk's.
+case ",$extras," in *,dev,*)
+    if [ -x "$repo/scripts/setup-ansible.sh" ]; then "$repo/scripts/setup-ansible.sh"; fi
+    ;;
+esac

@@ -79,11 +79,11 @@ def test_bad_images_get_a_clear_error(
     assert "no face found" in caplog.text
 
 
-def test_run_prints_one_line_per_frame_of_a_replay(
+def test_watch_prints_one_line_per_frame_of_a_replay(
     capsys: pytest.CaptureFixture[str], samples_dir: Path
 ) -> None:
     code, out = _run(
-        capsys, "run", "--source", str(samples_dir), "--frames", "4", "--json", "--fps", "100"
+        capsys, "watch", "--source", str(samples_dir), "--frames", "4", "--json", "--fps", "100"
     )
     assert code == 0
     lines = [json.loads(line) for line in out.splitlines()]

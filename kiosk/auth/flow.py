@@ -89,6 +89,22 @@ class Outcome:
     fallback: bool = False  # the TOTP / supervisor entry may be offered
 
 
+@dataclass(frozen=True)
+class Grant:
+    """Who was just granted and how: what the daemon opens a session with (never shown)."""
+
+    user: User
+    factor: str  # "pin+face", "pin+totp", "pin+supervisor"
+    wall: float
+    since_boot: float
+    templates: tuple[FloatArray, ...] = ()  # the user's templates when the face was matched
+
+    @property
+    def face_verified(self) -> bool:
+        """True when the face and liveness were checked (not a fallback)."""
+        return self.factor == "pin+face"
+
+
 MSG_NOT_RECOGNISED = "Staff number or PIN not recognised. Try again."
 MSG_FACE = "Face not recognised. Try again, or use your code."
 MSG_LIVENESS = "Could not confirm a live person. Try again and follow the prompt."
@@ -142,6 +158,7 @@ class AuthFlow:
         self._totp_factory = totp_factory
         self.phase = Phase.IDLE
         self._attempt: _Attempt | None = None
+        self._grant_record: Grant | None = None
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -153,6 +170,11 @@ class AuthFlow:
     @property
     def claimed_user(self) -> str | None:
         return self._attempt.user.name if self._attempt else None
+
+    def take_grant(self) -> Grant | None:
+        """The grant the last decision made, once (None when it was not a grant)."""
+        grant, self._grant_record = self._grant_record, None
+        return grant
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -519,6 +541,14 @@ class AuthFlow:
             still_open = self.repo.lockout(also_reset).open_attempt
             change.lockouts[also_reset] = lockout.LockoutState(open_attempt=still_open)
         self._commit(change)
+        attempt = self._attempt
+        self._grant_record = Grant(
+            user=user,
+            factor=factor,
+            wall=self.clock.wall(),
+            since_boot=self.clock.since_boot(),
+            templates=tuple(attempt.templates) if attempt and factor == "pin+face" else (),
+        )
         return self._end(Phase.GRANTED, f"Welcome, {user.name}.", user=user.name)
 
     def _end(

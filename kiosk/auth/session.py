@@ -43,6 +43,7 @@ class LockReason(Enum):
     ONLOOKER = "a second face looked on"
     MANUAL = "locked by the user"
     TIMEOUT = "session time limit reached"
+    SHUTDOWN = "the kiosk stopped"
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,16 @@ class SessionMonitor:
         if now - s.opened > self.policy.max_session_s:
             return self.lock(LockReason.TIMEOUT)
         usable = [f for f in faces if f.embedding is not None]
-        matched = [
-            f
-            for f in usable
-            if f.embedding is not None and _best(f.embedding, s.templates) >= self.threshold
-        ]
+        if s.templates:
+            matched = [
+                f
+                for f in usable
+                if f.embedding is not None and _best(f.embedding, s.templates) >= self.threshold
+            ]
+        else:
+            # A fallback sign-in (code, supervisor) of a user without a usable face template:
+            # presence can only be "a face is there"; who it is cannot be checked.
+            matched = usable[:1]
         if matched:
             s.last_seen = now
             s.last_verified = now
@@ -165,6 +171,12 @@ class SessionMonitor:
         else:
             s.onlookers = 0
         return None
+
+    def verified(self) -> None:
+        """The session's user just passed a fresh face check (a step-up)."""
+        if self.state is not None:
+            now = self.clock.since_boot()
+            self.state.last_verified = self.state.last_seen = now
 
     def lock(self, reason: LockReason) -> LockReason:
         """Close the session: audit it, run every lock action."""

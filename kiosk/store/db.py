@@ -214,6 +214,17 @@ class Database:
                 raise StoreError(f"the database {self.path} is busy; try again") from exc
             raise StoreError(f"database error on {self.path}: {exc}") from exc
 
+    def probe_write(self) -> None:
+        """Take the write lock and let it go: raises :class:`StoreError` when writes would fail."""
+        conn = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            raise StoreError(f"the database {self.path} cannot be written: {exc}") from exc
+
     @property
     def version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])

@@ -1,0 +1,58 @@
+"""The kiosk daemon (``kiosk run``): camera, face pipeline, sign-in flow, screen, devices.
+
+:func:`serve` builds it from the settings and runs it until SIGTERM/SIGINT;
+:class:`~kiosk.daemon.engine.Kiosk` is the daemon itself (tests and the bench
+build it directly).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from kiosk.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serve(
+    settings: Settings, *, source_spec: str | None = None, demo_dir: Path | None = None
+) -> int:
+    """Run the daemon on the main thread until SIGTERM or SIGINT; returns the exit code.
+
+    Start-up fails closed, before systemd hears ``READY=1``: a missing device
+    secret, an unverified model, a database it cannot open or a port in use
+    stop it with a message saying what to do.
+    """
+    from kiosk.app import open_services
+    from kiosk.camera import open_source
+    from kiosk.daemon.engine import Kiosk
+    from kiosk.vision import FacePipeline
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    pipeline = FacePipeline.from_settings(settings)
+    cam = settings.camera
+    source = open_source(
+        source_spec or cam.source,
+        width=cam.width,
+        height=cam.height,
+        fps=cam.fps,
+        loop=cam.loop,
+        demo_dir=demo_dir,
+    )
+    if source.is_replay:
+        log.warning("no live camera: replaying %s (the screen says so)", source.label)
+    with open_services(settings) as services:
+        kiosk = Kiosk(settings, services, pipeline, source)
+        kiosk.run(stop)
+    return 0
