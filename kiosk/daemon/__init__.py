@@ -40,19 +40,18 @@ def serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    pipeline = FacePipeline.from_settings(settings)
-    cam = settings.camera
-    source = open_source(
-        source_spec or cam.source,
-        width=cam.width,
-        height=cam.height,
-        fps=cam.fps,
-        loop=cam.loop,
-        demo_dir=demo_dir,
-    )
-    if source.is_replay:
-        log.warning("no live camera: replaying %s (the screen says so)", source.label)
     with open_services(settings) as services:
-        kiosk = Kiosk(settings, services, pipeline, source)
-        kiosk.run(stop)
+        pipeline = FacePipeline.from_settings(settings)
+        cam = settings.camera
+        source = open_source(
+            source_spec or cam.source,
+            width=cam.width,
+            height=cam.height,
+            fps=cam.fps,
+            loop=cam.loop,
+            demo_dir=demo_dir,
+        )
+        if source.is_replay:
+            log.warning("no live camera: replaying %s (the screen says so)", source.label)
+        Kiosk(settings, services, pipeline, source).run(stop)
     return 0

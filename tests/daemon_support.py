@@ -1,0 +1,170 @@
+"""The real daemon in-process for tests: real models, database and screen; a camera replay."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from kiosk.app import enrol, open_services
+from kiosk.auth.admin import UserAdmin
+from kiosk.auth.liveness import LivenessChecker
+from kiosk.camera import FolderSource, FrameSource
+from kiosk.config import Settings
+from kiosk.daemon.engine import Kiosk
+from kiosk.devices import Devices
+from kiosk.secrets import create_secret
+from kiosk.vision import FacePipeline
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+BLINK_CLIP = SHARED_DATA / "videos" / "blink_woman_frontal.webm"
+
+
+def daemon_settings(root: Path, models_dir: Path, **overrides: Any) -> Settings:
+    """Settings of a test kiosk: its own state dir, a free screen port, a fast PIN hash."""
+    fields: dict[str, Any] = {
+        "state_dir": root / "state",
+        "models_dir": models_dir,
+        "auth": {"pin_kdf_memory_kib": 1024, "pin_kdf_time_cost": 1},
+        "screen": {"port": 0, "result_hold_s": 30, "lockout_hold_s": 60},
+    }
+    fields.update(overrides)
+    settings = Settings(**fields)
+    secret = settings.state_dir / "device-secret"
+    if not secret.exists():
+        create_secret(secret)
+    return settings
+
+
+def warped(image: np.ndarray, k: float = 0.2) -> np.ndarray:
+    """The photo seen from a little to the side (a perspective warp)."""
+    h, w = image.shape[:2]
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = np.float32([[w * k, 0], [w, h * k / 2], [w, h * (1 - k / 2)], [w * k, h]])
+    return cv2.warpPerspective(image, cv2.getPerspectiveTransform(src, dst), (w, h))
+
+
+def add_user(
+    settings: Settings,
+    name: str,
+    staff_no: str,
+    pin: str,
+    enrol_from: list[np.ndarray] | None,
+    pipeline: FacePipeline,
+    folder: Path,
+    *,
+    totp: bool = False,
+) -> str | None:
+    """Add (and enrol, when photos are given) a user; returns the TOTP secret if asked for."""
+    with open_services(settings) as services:
+        admin = UserAdmin(
+            services.repo, services.hasher, services.clock, services.device, actor="admin"
+        )
+        user = admin.add(name, pin, staff_no=staff_no)
+        if enrol_from:
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(enrol_from):
+                cv2.imwrite(str(folder / f"{i:02d}.png"), image)
+            enrol(services, pipeline, user, FolderSource(folder), recorded_by="admin")
+        return admin.enable_totp(name) if totp else None
+
+
+def frames_of(clip: Path, indices: list[int]) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(clip))
+    found: list[np.ndarray] = []
+    index = 0
+    while len(found) < len(indices):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index in indices:
+            found.append(frame)
+        index += 1
+    capture.release()
+    return found
+
+
+def sequence(folder: Path, parts: list[tuple[np.ndarray, int]]) -> Path:
+    """A folder of frames: each image its count of times, in order (replay it with ``repeat``)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    n = 0
+    for image, count in parts:
+        for _ in range(count):
+            cv2.imwrite(str(folder / f"{n:05d}.png"), image)
+            n += 1
+    return folder
+
+
+@contextmanager
+def running(
+    settings: Settings,
+    source: FrameSource,
+    *,
+    liveness: LivenessChecker | None = None,
+    devices: Devices | None = None,
+) -> Iterator[Kiosk]:
+    """The daemon running on a thread of its own (which opens its own database connection)."""
+    box: dict[str, Kiosk] = {}
+    failed: list[BaseException] = []
+    stop = threading.Event()
+
+    def main() -> None:
+        try:
+            with open_services(settings) as services:
+                pipeline = FacePipeline.from_settings(settings)
+                box["kiosk"] = Kiosk(
+                    settings, services, pipeline, source, liveness=liveness, devices=devices
+                )
+                box["kiosk"].run(stop)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=main, name="test-kiosk")
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not ("kiosk" in box and box["kiosk"].ready.is_set()):
+        if failed or not thread.is_alive() or time.monotonic() > deadline:
+            stop.set()
+            thread.join(10)
+            raise RuntimeError(f"the kiosk did not start: {failed}")
+        time.sleep(0.05)
+    try:
+        yield box["kiosk"]
+    finally:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive(), "the kiosk did not stop"
+        if failed:
+            raise failed[0]
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition"
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def audit(settings: Settings) -> list[dict[str, Any]]:
+    with open_services(settings) as services:
+        return [row.payload for row in services.repo.audit(limit=10_000)]
+
+
+def type_keys(kiosk: Kiosk, keys: list[str]) -> None:
+    for key in keys:
+        assert kiosk.key(key).result(10) is None
