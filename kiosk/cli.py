@@ -273,6 +273,19 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.target == "sync":
         return cmd_bench_sync(args, settings)
+    if args.target == "flow":
+        from kiosk.bench_flow import run_flow_bench
+
+        clip = Path(args.clip) if args.clip else default_eval_data() / BLINK_CLIP
+        flow = run_flow_bench(
+            settings, samples_dir(settings), attempts=args.attempts, fps=args.fps, clip=clip
+        )
+        if args.json:
+            _json(flow.as_dict())
+        else:
+            for line in flow.lines():
+                _out(line)
+        return 0
     from kiosk.bench import run_bench
 
     frames_dir = Path(args.frames) if args.frames else samples_dir(settings)
@@ -286,6 +299,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 # --- evaluation -----------------------------------------------------------------------------
+
+BLINK_CLIP = "videos/blink_woman_frontal.webm"
 
 
 def default_eval_data() -> Path:
@@ -431,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="measure speed: the face pipeline (default) or audit sync",
+        help="measure speed: the face pipeline (default), the daemon's face step, audit sync",
         description="`kiosk bench` prints per-stage and whole-verification timings with the "
         "pure model-invoke time beside each; --dlib also times Howdy's dlib pipeline on the "
         "same frames (needs: pip install -e '.[bench]'). `kiosk bench sync` prints events/s "
@@ -440,13 +455,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "target",
         nargs="?",
-        choices=["pipeline", "sync"],
+        choices=["pipeline", "flow", "sync"],
         default="pipeline",
-        help="what to time: the face pipeline (default) or audit sync",
+        help="what to time: the face pipeline (default), the whole daemon's face step (flow) "
+        "or audit sync",
     )
     p.add_argument("--frames", help="folder of images to time on (default: the sample images)")
     p.add_argument("--repeat", type=int, default=5, help="passes over the frames (default 5)")
     p.add_argument("--dlib", action="store_true", help="also time the dlib pipeline and compare")
+    p.add_argument(
+        "--attempts", type=int, default=10, help="flow: sign-ins per path (default 10)"
+    )
+    p.add_argument(
+        "--fps", type=float, default=30.0, help="flow: frames per second offered (default 30)"
+    )
+    p.add_argument(
+        "--clip",
+        help="flow: a clip of the enrolled person blinking (default: the blink clip of "
+        "../shared/data)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_sync_bench_options(p)
     p.set_defaults(func=cmd_bench)

@@ -127,7 +127,7 @@ class Timing:
     """One decision of the face step, for ``kiosk bench flow``."""
 
     phase: str
-    face_to_decision_s: float | None  # from the first frame with a face in it
+    face_to_decision_s: float | None  # from the capture of the first frame with a face in it
     pin_to_decision_s: float
 
 
@@ -135,6 +135,8 @@ class Timing:
 class LoopStats:
     frames: int = 0
     busy_s: float = 0.0
+    face_frames: int = 0  # frames of a face step or a step-up (tracked and embedded)
+    face_busy_s: float = 0.0
     timings: list[Timing] = field(default_factory=list)
 
 
@@ -268,10 +270,15 @@ class Kiosk:
         self._run_commands()
         got = self.feed.latest(wait_s)
         if got is not None:
+            face_step = self.flow.phase is Phase.FACE or self._stepup is not None
             start = time.perf_counter()
             self._on_frame(got[1])
+            spent = time.perf_counter() - start
             self.stats.frames += 1
-            self.stats.busy_s += time.perf_counter() - start
+            self.stats.busy_s += spent
+            if face_step:
+                self.stats.face_frames += 1
+                self.stats.face_busy_s += spent
         self._housekeeping(frame=got is not None)
 
     def shutdown(self) -> None:
@@ -429,7 +436,7 @@ class Kiosk:
         except InvalidInputError as exc:
             self._show(self._idle_view(_sentence(str(exc))))
             return None
-        self._attempt_started = self.clock.since_boot()
+        self._attempt_started = time.monotonic()
         self._first_face = None
         self.pipeline.reset()
         self._apply(outcome)
@@ -468,7 +475,6 @@ class Kiosk:
     def _apply(self, outcome: Outcome) -> str | None:
         """Show what the flow decided, and act on it."""
         view = self.broadcaster.view
-        now = self.clock.since_boot()
         if outcome.phase is Phase.FACE:
             if view.screen is not Screen.FACE:
                 self.devices.on_face_step()
@@ -487,7 +493,7 @@ class Kiosk:
             )
             return None
         if outcome.phase in (Phase.GRANTED, Phase.DENIED, Phase.LOCKED):
-            self._record_timing(outcome.phase, now)
+            self._record_timing(outcome.phase, time.monotonic())
         if outcome.phase is Phase.GRANTED:
             self._open_session(self.flow.take_grant(), outcome.message)
         elif outcome.phase is Phase.DENIED:
@@ -539,7 +545,7 @@ class Kiosk:
     def _face_frame(self, frame: Frame) -> None:
         obs = self.pipeline.track(frame.image, embed=self.flow.wants_embedding)
         if obs is not None and self._first_face is None:
-            self._first_face = self.clock.since_boot()
+            self._first_face = frame.timestamp
         self._note_faces(frame, [obs] if obs is not None else [])
         self._apply(self.flow.on_frame(obs))
 
