@@ -125,7 +125,8 @@ class FlowReport:
                 f"  frames: {p.fps_processed:.1f} fps processed of {p.fps_offered:.0f} offered "
                 f"({p.dropped} dropped, while PINs are hashed); main loop "
                 f"{p.busy_ms_per_frame:.1f} ms/frame, {p.face_ms_per_frame:.1f} ms in the face "
-                f"step → capacity {p.capacity_fps:.0f} fps; CPU {100 * p.cpu_share:.0f} % of one core"
+                f"step → capacity {p.capacity_fps:.0f} fps; "
+                f"CPU {100 * p.cpu_share:.0f} % of one core"
             )
         out.extend(f"skipped: {why}" for why in self.skipped)
         out.append(f"peak RSS: {self.peak_rss_mb:.0f} MB")

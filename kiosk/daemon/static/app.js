@@ -24,16 +24,14 @@
   let errText = "";
   let errTimer = 0;
   let lockDeadline = 0;
-  let lockTimer = 0;
+  let lockTimer = 0; // the lockout countdown's interval
 
   function setText(el, text) {
     // Only touch the DOM on a real change, so live regions do not repeat themselves.
     if (el.textContent !== text) el.textContent = text;
   }
 
-  function pad2(n) {
-    return String(n).padStart(2, "0");
-  }
+  const pad2 = (n) => String(n).padStart(2, "0");
 
   // ---- talking to the daemon ----------------------------------------------
 
@@ -67,6 +65,8 @@
       if (data && typeof data.error === "string" && data.error) text = data.error;
     } catch (_) { /* keep the generic sentence */ }
     showError(text);
+    // 403: the daemon restarted and this page's token is stale; a fresh page has the new one.
+    if (reply.status === 403) setTimeout(() => location.reload(), 2000);
     return false;
   }
 
@@ -77,20 +77,22 @@
     renderMessage();
   }
 
+  let lost = false; // the event stream broke since the page loaded
+
   function connect() {
     const source = new EventSource("/events");
     source.addEventListener("state", (event) => {
       let next;
-      try {
-        next = JSON.parse(event.data);
-      } catch (_) {
-        return;
-      }
+      try { next = JSON.parse(event.data); } catch (_) { return; }
       $("conn").hidden = true;
       render(next);
     });
-    source.onopen = () => { $("conn").hidden = true; };
+    source.onopen = () => {
+      $("conn").hidden = true;
+      if (lost) location.reload(); // back after a break: the daemon may have a new token
+    };
     source.onerror = () => {
+      lost = true;
       $("conn").hidden = false;
       if (source.readyState === EventSource.CLOSED) { // the browser gave up: start over
         source.close();
@@ -122,7 +124,8 @@
 
   function renderMessage() {
     const own = state && OWN_MESSAGE.includes(state.screen);
-    const text = errText || (state && !own ? state.message : "");
+    let text = errText || (state && !own ? state.message : "");
+    if (!errText && fallbackOpen()) text = "Type a code instead of the face check.";
     const el = $("message");
     setText(el, text || (state ? "" : "Connecting…"));
     el.classList.toggle("is-error", Boolean(errText));
@@ -141,10 +144,8 @@
     setText(pin, "●".repeat(count));
     pin.setAttribute("aria-label", count ? `${count} digit${count === 1 ? "" : "s"} entered` : "empty");
     for (const [id, name] of [["field-staff", "staff_no"], ["field-pin", "pin"]]) {
-      const active = entry.field === name;
-      $(id).classList.toggle("active", active);
-      if (active) $(id).setAttribute("aria-current", "true");
-      else $(id).removeAttribute("aria-current");
+      $(id).classList.toggle("active", entry.field === name);
+      $(id).setAttribute("aria-current", String(entry.field === name));
     }
   }
 
@@ -158,11 +159,12 @@
     const slot = $("screen-" + s.screen).querySelector(".challenge-slot");
     if (challenge.parentNode !== slot) slot.appendChild(challenge);
     if (changed) resetPreview();
-    const action = s.stepup && s.stepup.action;
+    const action = s.stepup && (s.stepup.label || s.stepup.action); // a label, if the daemon sends one
     setText($("challenge-title"), s.screen === "stepup"
       ? `Confirm it's you for ${action || "this action"}` : "Face check");
     setText($("challenge-user"), s.user ? (s.screen === "stepup" ? "Signed in as " : "For ") + s.user : "");
     setText($("prompt"), s.prompt || "");
+    $("prompt").classList.toggle("long", (s.prompt || "").length > 16);
     const percent = Math.round(Math.min(1, Math.max(0, Number(s.progress) || 0)) * 100);
     $("progress").setAttribute("aria-valuenow", String(percent));
     $("progress").firstElementChild.style.width = percent + "%";
@@ -171,10 +173,8 @@
     const box = $("face-box");
     box.hidden = !s.face;
     if (s.face) {
-      box.style.left = s.face.x * 100 + "%";
-      box.style.top = s.face.y * 100 + "%";
-      box.style.width = s.face.w * 100 + "%";
-      box.style.height = s.face.h * 100 + "%";
+      const f = s.face;
+      Object.assign(box.style, { left: f.x * 100 + "%", top: f.y * 100 + "%", width: f.w * 100 + "%", height: f.h * 100 + "%" });
     }
   }
 
@@ -189,7 +189,6 @@
 
   function renderLockout(s) {
     clearInterval(lockTimer);
-    lockTimer = 0;
     if (s.screen !== "lockout") return;
     setText($("lockout-reason"), s.message);
     lockDeadline = performance.now() + Math.max(0, Number(s.locked_for_s) || 0) * 1000;
@@ -200,23 +199,15 @@
   function tickLockout() {
     const left = Math.max(0, Math.ceil((lockDeadline - performance.now()) / 1000));
     setText($("countdown"), `${pad2(Math.floor(left / 60))}:${pad2(left % 60)}`);
-    if (!left) {
-      clearInterval(lockTimer);
-      lockTimer = 0;
-    }
+    if (!left) clearInterval(lockTimer);
   }
 
   function renderSession(s) {
     const session = s.session;
     setText($("session-user"), session ? session.user : "");
-    const since = $("session-since");
-    if (session && session.since) {
-      const d = new Date(session.since * 1000);
-      setText(since, `${pad2(d.getHours())}:${pad2(d.getMinutes())}`);
-      since.setAttribute("datetime", d.toISOString());
-    } else {
-      setText(since, "");
-    }
+    const d = session && session.since ? new Date(session.since * 1000) : null;
+    setText($("session-since"), d ? `${pad2(d.getHours())}:${pad2(d.getMinutes())}` : "");
+    if (d) $("session-since").setAttribute("datetime", d.toISOString());
   }
 
   function renderAlert(s) {
@@ -273,6 +264,7 @@
     $("fallback").hidden = false;
     $("challenge").classList.add("fb");
     showTab($("totp-form").hidden ? "sup" : "totp");
+    renderMessage();
   }
 
   function closeFallback(refocus) {
@@ -280,6 +272,7 @@
     for (const id of ["totp-code", "sup-staff", "sup-pin"]) $(id).value = "";
     $("fallback").hidden = true;
     $("challenge").classList.remove("fb");
+    renderMessage();
     if (refocus && !$("fallback-open").hidden) $("fallback-open").focus();
   }
 
@@ -289,6 +282,7 @@
     $("totp-form").hidden = which !== "totp";
     $("sup-form").hidden = which !== "sup";
     setTarget($(which === "totp" ? "totp-code" : "sup-staff"));
+    target.focus();
   }
 
   function setTarget(input) {
@@ -317,11 +311,8 @@
     e.preventDefault();
     const code = $("totp-code").value.replace(/\s+/g, "");
     $("totp-code").value = "";
-    if (!/^[0-9]{6}$/.test(code)) {
-      showError("Enter the 6-digit code from your authenticator app.");
-      return;
-    }
-    post("/api/totp", { code });
+    if (/^[0-9]{6}$/.test(code)) post("/api/totp", { code });
+    else showError("Enter the 6-digit code from your authenticator app.");
   });
 
   $("sup-form").addEventListener("submit", (e) => {
@@ -331,11 +322,8 @@
     $("sup-staff").value = "";
     $("sup-pin").value = "";
     setTarget($("sup-staff"));
-    if (!staffNo || !pin) {
-      showError("Enter the supervisor's staff number and PIN.");
-      return;
-    }
-    post("/api/supervisor", { staff_no: staffNo, pin });
+    if (staffNo && pin) post("/api/supervisor", { staff_no: staffNo, pin });
+    else showError("Enter the supervisor's staff number and PIN.");
   });
 
   // ---- buttons and keyboard -----------------------------------------------------
@@ -354,14 +342,13 @@
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.altKey || e.metaKey) return;
     if (fallbackOpen()) { // the fallback form is typed locally; Escape leaves it
-      if (e.key === "Escape") {
-        e.preventDefault();
-        closeFallback(true);
-      }
+      if (e.key === "Escape") closeFallback(true);
       return;
     }
     if (e.target.closest && e.target.closest("input, textarea, select")) return;
-    const key = /^[0-9]$/.test(e.key) ? e.key : KEYMAP[e.key];
+    // A USB number pad sends Numpad0-9 whatever its Num Lock says (often off at boot).
+    const numpad = /^Numpad([0-9])$/.exec(e.code);
+    const key = numpad ? numpad[1] : /^[0-9]$/.test(e.key) ? e.key : KEYMAP[e.key];
     if (!key) return;
     if (key === "enter" && e.target.closest && e.target.closest("button")) return; // activates the button
     if (e.repeat && key !== "back") return;
@@ -369,9 +356,6 @@
     post("/api/key", { key });
   });
 
-  document.addEventListener("visibilitychange", () => {
-    if (document.hidden) previewBusy = false;
-  });
   document.addEventListener("contextmenu", (e) => e.preventDefault()); // long presses on a touch screen
 
   connect();
