@@ -63,7 +63,7 @@ def add_user(
     *,
     totp: bool = False,
 ) -> str | None:
-    """Add (and enrol, when photos are given) a user; returns the TOTP secret if asked for."""
+    """Add (and enrol, when photos are given) a user; returns its TOTP URI if asked for."""
     with open_services(settings) as services:
         admin = UserAdmin(
             services.repo, services.hasher, services.clock, services.device, actor="admin"
@@ -168,3 +168,14 @@ def audit(settings: Settings) -> list[dict[str, Any]]:
 def type_keys(kiosk: Kiosk, keys: list[str]) -> None:
     for key in keys:
         assert kiosk.key(key).result(10) is None
+
+
+def logons(events: list[dict[str, Any]], *, success: bool | None = None) -> list[dict[str, Any]]:
+    """The sign-in events (OCSF authentication, logon), granted or denied or both."""
+    return [
+        e
+        for e in events
+        if e["class_uid"] == 3002
+        and e["activity_id"] == 1
+        and (success is None or e["status_id"] == (1 if success else 2))
+    ]

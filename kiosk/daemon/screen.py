@@ -134,6 +134,9 @@ def build_app(
             stream(), media_type="text/event-stream", headers=headers({"X-Accel-Buffering": "no"})
         )
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204, headers=headers())
+
     async def preview(request: Request) -> Response:
         image = broadcaster.preview
         if image is None:
@@ -186,6 +189,7 @@ def build_app(
         Route("/", index),
         Route("/events", events),
         Route("/preview.jpg", preview),
+        Route("/favicon.ico", favicon),
         Route("/api/key", action(key), methods=["POST"]),
         Route("/api/totp", action(lambda d: controls.totp(text(d, "code"))), methods=["POST"]),
         Route(
@@ -216,6 +220,7 @@ class ScreenServer:
     ) -> None:
         self.token = secrets.token_urlsafe(24)
         self._closing = threading.Event()
+        self._broadcaster = broadcaster
         self.app = build_app(broadcaster, controls, token=self.token, closing=self._closing)
         self.host = host
         self._sock = _bind(host, port)
@@ -246,6 +251,7 @@ class ScreenServer:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._closing.set()
+        self._broadcaster.wake_all()  # open event streams see ``closing`` and end
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout_s)

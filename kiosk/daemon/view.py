@@ -116,6 +116,11 @@ class Broadcaster:
             self._view = view
             self._seq += 1
             self._payload = json.dumps(view.as_dict(self._seq))
+        self.wake_all()
+
+    def wake_all(self) -> None:
+        """Wake every stream without a change (so they notice the server is closing)."""
+        with self._lock:
             waiters = list(self._waiters)
         for loop, event in waiters:
             if not loop.is_closed():
