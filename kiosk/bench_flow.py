@@ -52,11 +52,15 @@ STAFF_NO = "4242"
 
 
 class SceneSource(BaseFrameSource):
-    """A paced replay whose scene the bench changes while it runs."""
+    """A paced replay whose scene the bench changes while it runs.
+
+    A scene is a list of frames, each an image or its PNG encoding (decoded on the
+    camera thread, as a camera's driver would, so a long clip does not sit in memory).
+    """
 
     is_replay = True
 
-    def __init__(self, scene: list[BGRImage], fps: float) -> None:
+    def __init__(self, scene: list[BGRImage | bytes], fps: float) -> None:
         super().__init__("replay: bench scenes")
         self.fps = fps
         self._lock = threading.Lock()
@@ -64,7 +68,7 @@ class SceneSource(BaseFrameSource):
         self._i = 0
         self._next = 0.0
 
-    def show(self, scene: list[BGRImage]) -> None:
+    def show(self, scene: list[BGRImage | bytes]) -> None:
         with self._lock:
             self._scene, self._i = scene, 0
 
@@ -79,9 +83,11 @@ class SceneSource(BaseFrameSource):
         else:
             self._next = time.monotonic()
         with self._lock:
-            image = self._scene[self._i % len(self._scene)]
+            item = self._scene[self._i % len(self._scene)]
             self._i += 1
-        return image.copy()
+        if isinstance(item, bytes):
+            return u8(cv2.imdecode(np.frombuffer(item, np.uint8), cv2.IMREAD_COLOR))
+        return item.copy()
 
     def _close(self) -> None:
         pass
@@ -98,6 +104,7 @@ class PathResult:
     busy_ms_per_frame: float
     face_ms_per_frame: float  # frames of the face step: tracked, embedded, checked
     cpu_share: float  # of one core
+    peak_rss_mb: float  # of the whole process, at the end of this path
 
     @property
     def capacity_fps(self) -> float:
@@ -128,6 +135,7 @@ class FlowReport:
                 f"step → capacity {p.capacity_fps:.0f} fps; "
                 f"CPU {100 * p.cpu_share:.0f} % of one core"
             )
+            out.append(f"  peak RSS so far: {p.peak_rss_mb:.0f} MB")
         out.extend(f"skipped: {why}" for why in self.skipped)
         out.append(f"peak RSS: {self.peak_rss_mb:.0f} MB")
         return out
@@ -153,6 +161,7 @@ class FlowReport:
                     "face_step_ms_per_frame": round(p.face_ms_per_frame, 2),
                     "capacity_fps": round(p.capacity_fps, 1),
                     "cpu_share_of_one_core": round(p.cpu_share, 3),
+                    "peak_rss_mb": round(p.peak_rss_mb, 1),
                 }
                 for p in self.paths
             ],
@@ -247,13 +256,13 @@ def _run_path(
     name: str,
     settings: Settings,
     pipeline: FacePipeline,
-    face: list[BGRImage],
+    face: list[BGRImage | bytes],
     *,
     attempts: int,
     fps: float,
     liveness: LivenessChecker | None,
 ) -> PathResult:
-    blank = [np.full((480, 640, 3), 40, np.uint8)]
+    blank: list[BGRImage | bytes] = [np.full((480, 640, 3), 40, np.uint8)]
     source = SceneSource(blank, fps)
     stop = threading.Event()
     box: dict[str, Kiosk] = {}
@@ -315,6 +324,7 @@ def _run_path(
             * (kiosk.stats.face_busy_s - face_busy0)
             / max(1, kiosk.stats.face_frames - face0),
             cpu_share=cpu / (wall1 - wall0),
+            peak_rss_mb=_peak_rss_mb(),
         )
     finally:
         stop.set()
@@ -352,7 +362,7 @@ def run_flow_bench(
         passive = base.model_copy(
             update={"liveness": base.liveness.model_copy(update={"mode": "continuity"})}
         )
-        face = [_frame_face(_read(samples / "obama3.jpg"), pipeline)]
+        face: list[BGRImage | bytes] = [_frame_face(_read(samples / "obama3.jpg"), pipeline)]
         paths.append(
             _run_path(
                 "passive path",
@@ -366,15 +376,18 @@ def run_flow_bench(
         )
         if clip is not None and clip.is_file():
             frames = [_fit(f) for f in _clip_frames(clip)]
+            enrol_from = [frames[i] for i in (5, 60, 130, 200)]
+            scene: list[BGRImage | bytes] = [cv2.imencode(".png", f)[1].tobytes() for f in frames]
+            del frames
             blinker = base.model_copy(update={"state_dir": root / "state-blink"})
             create_secret(blinker.state_dir / "device-secret")
-            _enrol(blinker, pipeline, [frames[i] for i in (5, 60, 130, 200)], root / "blink")
+            _enrol(blinker, pipeline, enrol_from, root / "blink")
             paths.append(
                 _run_path(
                     "one challenge (blink, real clip)",
                     blinker,
                     pipeline,
-                    frames,
+                    scene,
                     attempts=max(1, attempts // 2),
                     fps=fps,
                     liveness=ChallengeLiveness(LivenessPolicy(challenges=1, kinds=(Kind.BLINK,))),
@@ -384,5 +397,8 @@ def run_flow_bench(
             skipped.append(
                 f"one challenge: no clip at {clip} (the blink clip of ../shared/data, or --clip)"
             )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return FlowReport(paths, peak, settings.vision.threads, skipped)
+    return FlowReport(paths, _peak_rss_mb(), settings.vision.threads, skipped)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
