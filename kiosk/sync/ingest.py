@@ -68,6 +68,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from kiosk.config import Settings
+from kiosk.daemon.systemd import Notifier
 from kiosk.errors import ConfigError
 from kiosk.store.centre import (
     CentreEvent,
@@ -250,17 +251,38 @@ class IngestService:
         self._server = self._alerter = None
         log.info("ingest %s stopped: %s", self.client_id, self.stats())
 
-    def run(self, stop: threading.Event, *, idle_exit_s: float | None = None) -> None:
-        """Start, serve until ``stop`` is set (or, retiring, until idle), then stop."""
+    def run(
+        self,
+        stop: threading.Event,
+        *,
+        idle_exit_s: float | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        """Start, serve until ``stop`` is set (or, retiring, until idle), then stop.
+
+        Under systemd (``Type=notify``) it reports READY once serving and feeds the
+        watchdog while its threads run and it has not failed; a broker that is away
+        is not a failure (the client reconnects), a database that is is.
+        """
+        notifier = notifier or Notifier()
         self.start()
+        notifier.ready(f"ingest {self.client_id} serving")
+        last_ping = 0.0
         try:
             while not stop.wait(0.2):
                 if self.failed.is_set():
                     break
                 if self.retire and idle_exit_s is not None and self._drained(idle_exit_s):
                     break
+                healthy = self._server is not None and self._server.is_alive()
+                interval = (notifier.watchdog_s or 0.0) / 2.0
+                if healthy and interval and time.monotonic() - last_ping >= interval:
+                    last_ping = time.monotonic()
+                    notifier.watchdog()
         finally:
+            notifier.stopping()
             self.stop()
+            notifier.close()
         if self._error is not None:
             raise self._error
 
