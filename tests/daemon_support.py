@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -179,3 +180,37 @@ def logons(events: list[dict[str, Any]], *, success: bool | None = None) -> list
         and e["activity_id"] == 1
         and (success is None or e["status_id"] == (1 if success else 2))
     ]
+
+
+class NotifySocket:
+    """A stand-in for systemd's notification socket: collects what a service sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[str] = []
+
+    def wait(self, field: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                break
+            self.messages.append(data)
+            if field in data.split("\n"):
+                return data
+        raise AssertionError(f"no {field} from the daemon; got {self.messages}")
+
+    def drain(self, seconds: float) -> list[str]:
+        got: list[str] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.sock.settimeout(left)
+            try:
+                got.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                break
+        return got

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from kiosk.devices import Devices
 from kiosk.devices.settings import DeviceIOSettings
 from kiosk.stepup import create_signing_key, load_signing_key, verify_assertion
 from tests.daemon_support import (
+    NotifySocket,
     add_user,
     audit,
     daemon_settings,
@@ -57,38 +57,6 @@ def sign_in(kiosk) -> None:
 
 
 # --- systemd ---------------------------------------------------------------------------------
-
-
-class NotifySocket:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.messages: list[str] = []
-
-    def wait(self, field: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                break
-            self.messages.append(data)
-            if field in data.split("\n"):
-                return data
-        raise AssertionError(f"no {field} from the daemon; got {self.messages}")
-
-    def drain(self, seconds: float) -> list[str]:
-        got: list[str] = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                got.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                break
-        return got
 
 
 def _daemon(tmp_path: Path, models_dir: Path, source: Path, **env: str) -> tuple:

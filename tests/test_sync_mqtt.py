@@ -288,6 +288,28 @@ def _env(tmp_path: Path, broker: LocalBroker) -> dict[str, str]:
     return env
 
 
+def test_ingest_reports_ready_and_feeds_the_watchdog(tmp_path: Path, broker: LocalBroker) -> None:
+    from tests.daemon_support import NotifySocket
+
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**_env(tmp_path, broker), "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "400000"}
+    ingest = subprocess.Popen(
+        [sys.executable, "-m", "kiosk.cli", "ingest"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        notify.wait("READY=1", 30)
+        notify.wait("WATCHDOG=1", 5)
+        ingest.send_signal(signal.SIGTERM)
+        assert ingest.wait(30) == 0
+        notify.wait("STOPPING=1", 5)
+    finally:
+        ingest.kill()
+        ingest.wait()
+
+
 def test_publisher_killed_mid_stream_loses_nothing(tmp_path: Path, broker: LocalBroker) -> None:
     total = 6000
     uids = fill_outbox(tmp_path / "kiosk.db", device="kiosk-01", site="hq", count=total)
