@@ -79,6 +79,8 @@ def cmd_secret_init(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.secrets import create_secret
 
     path = secret_path(settings)
+    if args.if_missing and path.exists():
+        return 0
     if settings.database_path.exists() and not args.force:
         log.error(
             "a database exists at %s: a new secret would make its PINs and templates "
@@ -298,6 +300,11 @@ def register_accounts(sub: Any) -> None:
     ssub = p.add_subparsers(dest="secret_command", metavar="ACTION", required=True)
     p = ssub.add_parser("init", help="create the device secret (once per device)")
     p.add_argument("--force", action="store_true", help="even though a database exists")
+    p.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the secret exists (first-run set-up)",
+    )
     p.set_defaults(func=cmd_secret_init)
 
     users = sub.add_parser("users", help="staff accounts: add, enroll, list, delete …")

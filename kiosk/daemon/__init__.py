@@ -52,6 +52,6 @@ def serve(
             demo_dir=demo_dir,
         )
         if source.is_replay:
-            log.warning("no live camera: replaying %s (the screen says so)", source.label)
+            log.warning("no live camera: %s (the screen says so)", source.label)
         Kiosk(settings, services, pipeline, source).run(stop)
     return 0
