@@ -275,3 +275,27 @@ def test_the_hardware_keypad_types_into_the_same_pin_pad(
         assert json.dumps(kiosk.broadcaster.current()).find(PIN) == -1  # never on the screen
         press("#")
         wait_for(lambda: kiosk.broadcaster.view.screen == "session", what="the session")
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def test_a_database_that_refuses_writes_lets_nobody_in(
+    tmp_path: Path, obama_kiosk, sample_image
+) -> None:
+    settings = obama_kiosk()
+    from kiosk.camera import ImageSource
+    from kiosk.daemon.engine import MSG_FAULT
+
+    before = len(audit(settings))
+    with running(settings, ImageSource(sample_image("obama3.jpg"), fps=15, loop=True)) as kiosk:
+        conn = kiosk.services.database.db.conn
+        kiosk.submit(lambda: conn.execute("PRAGMA query_only = ON") and None).result(10)
+        type_keys(kiosk, [*"1001", "enter", *PIN])
+        assert kiosk.key("enter").result(10) == MSG_FAULT
+        view = kiosk.broadcaster.view
+        assert (view.screen, view.result, view.message) == ("result", "error", MSG_FAULT)
+        time.sleep(1.0)
+        assert kiosk.current_user() is None  # failed closed: no session
+        kiosk.submit(lambda: conn.execute("PRAGMA query_only = OFF") and None).result(10)
+    assert len(audit(settings)) >= before  # nothing was lost

@@ -91,6 +91,8 @@ DB_PROBE_S = 10.0
 FACE_AMR = ("pin", "face", "liveness")
 STEPUP_AMR = ("face", "liveness")
 
+MSG_FAULT = "This terminal cannot sign anyone in right now. Ask a site administrator."
+MAX_FRAME_ERRORS = 10  # frames in a row that fail to process: unhealthy
 MSG_CAMERA_DOWN = "The camera is not working, so nobody can sign in. Ask a site administrator."
 LOCK_MESSAGES = {
     LockReason.ABSENT: "Session locked: you left the terminal.",
@@ -215,6 +217,7 @@ class Kiosk:
         self._db_problem = ""
         self._health = Health(True, ())
         self._frame_seen = False
+        self._frame_errors = 0
         self.ready = threading.Event()  # set once serving (tests and the bench wait on it)
 
     # --- life cycle ---------------------------------------------------------------------------
@@ -272,7 +275,17 @@ class Kiosk:
         if got is not None:
             face_step = self.flow.phase is Phase.FACE or self._stepup is not None
             start = time.perf_counter()
-            self._on_frame(got[1])
+            try:
+                self._on_frame(got[1])
+                self._frame_errors = 0
+            except KioskError as exc:  # a corrupt frame, a database that refuses a write
+                self._frame_errors += 1
+                log.error("frame %d not processed: %s", got[1].index, exc)
+                self._fault()
+            except Exception:
+                self._frame_errors += 1
+                log.exception("frame %d not processed", got[1].index)
+                self._fault()
             spent = time.perf_counter() - start
             self.stats.frames += 1
             self.stats.busy_s += spent
@@ -344,6 +357,10 @@ class Kiosk:
                 answer.set_result(command())
             except InvalidInputError as exc:
                 answer.set_result(_sentence(str(exc)))
+            except KioskError as exc:  # e.g. the database cannot be written: nobody is let in
+                log.error("cannot complete a sign-in step: %s", exc)
+                self._fault()
+                answer.set_result(MSG_FAULT)
             except Exception as exc:
                 log.exception("a screen command failed")
                 answer.set_exception(exc)
@@ -548,6 +565,15 @@ class Kiosk:
             self._first_face = frame.timestamp
         self._note_faces(frame, [obs] if obs is not None else [])
         self._apply(self.flow.on_frame(obs))
+
+    def _fault(self) -> None:
+        """Something failed mid-step: end what was under way, closed, and say so on the screen."""
+        self.flow.reset()
+        self._attempt_started = None
+        if self._stepup is not None:
+            self._end_stepup(VerifyResult.deny("the face check failed"))
+        if self.broadcaster.view.screen in (Screen.FACE, Screen.IDLE):
+            self._result(Result.ERROR, MSG_FAULT, self.settings.screen.result_hold_s)
 
     # --- the session --------------------------------------------------------------------------
 
@@ -816,6 +842,8 @@ class Kiosk:
             problems.append(f"no camera frame ({status.error or 'none recently'})")
         if not self._db_ok:
             problems.append(f"audit store: {self._db_problem}")
+        if self._frame_errors >= MAX_FRAME_ERRORS:
+            problems.append(f"the last {self._frame_errors} frames failed to process")
         if self.publisher is not None and not self.publisher.running:
             problems.append("the audit publisher stopped")
         if self.screen is not None and not self.screen.alive:
