@@ -808,8 +808,17 @@ class Kiosk:
         stale = status.last_frame_age_s is None or (
             status.last_frame_age_s > self.settings.daemon.frame_stale_s
         )
+        down = stale and (self._frame_seen or status.error is not None)
+        try:
+            self._let_time_act(now, frame=frame, down=down, stale=stale)
+        except KioskError as exc:  # e.g. the database refused a timeout's write
+            log.error("cannot complete a timed step: %s", exc)
+            self._fault()
+        self._watchdog(now, stale)
+
+    def _let_time_act(self, now: float, *, frame: bool, down: bool, stale: bool) -> None:
         if self.flow.phase is Phase.FACE and not frame:
-            if stale and self._frame_seen:
+            if down:
                 self._apply(self.flow.abandon("the camera stopped before a decision"))
             else:
                 self._apply(self.flow.tick())
@@ -819,17 +828,13 @@ class Kiosk:
             self.monitor.check([])  # nobody can be seen: the absence limit runs
         if self._hold_until is not None and now >= self._hold_until:
             self._to_idle()
-        if stale and self._frame_seen and self.broadcaster.view.screen is Screen.IDLE:
+        if down and self.broadcaster.view.screen is Screen.IDLE:
             self._show(
                 self.broadcaster.view.but(screen=Screen.UNAVAILABLE, message=MSG_CAMERA_DOWN)
             )
         if now - self._last_checkpoint >= self.settings.daemon.checkpoint_s:
             self._last_checkpoint = now
-            try:
-                self.flow.checkpoint()
-            except KioskError as exc:
-                log.error("cannot record the lockouts' remainders: %s", exc)
-        self._watchdog(now, stale)
+            self.flow.checkpoint()
 
     def health(self, *, stale: bool | None = None) -> Health:
         """Whether the daemon works: fresh frames, a writable database, its threads alive."""
