@@ -54,7 +54,7 @@ STAFF_NO = "4242"
 class SceneSource(BaseFrameSource):
     """A paced replay whose scene the bench changes while it runs.
 
-    A scene is a list of frames, each an image or its PNG encoding (decoded on the
+    A scene is a list of frames, each an image or its JPEG encoding (decoded on the
     camera thread, as a camera's driver would, so a long clip does not sit in memory).
     """
 
@@ -186,16 +186,25 @@ def _read(path: Path) -> BGRImage:
     return u8(image)
 
 
-def _clip_frames(clip: Path, limit: int = 400) -> list[BGRImage]:
+def _clip_scene(
+    clip: Path, keep: tuple[int, ...], limit: int = 400
+) -> tuple[list[bytes], list[BGRImage], float]:
+    """The clip's frames, letterboxed and JPEG-encoded one at a time (small in memory),
+    the frames at the indices ``keep`` decoded (for enrolment), and the clip's frame rate."""
     capture = cv2.VideoCapture(str(clip))
-    frames: list[BGRImage] = []
-    while len(frames) < limit:
+    fps = float(capture.get(cv2.CAP_PROP_FPS)) or 25.0
+    encoded: list[bytes] = []
+    kept: list[BGRImage] = []
+    while len(encoded) < limit:
         ok, frame = capture.read()
         if not ok:
             break
-        frames.append(np.asarray(frame, np.uint8))
+        fitted = _fit(u8(frame))
+        if len(encoded) in keep:
+            kept.append(fitted)
+        encoded.append(cv2.imencode(".jpg", fitted, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes())
     capture.release()
-    return frames
+    return encoded, kept, fps
 
 
 def _frame_face(
@@ -256,7 +265,7 @@ def _run_path(
     name: str,
     settings: Settings,
     pipeline: FacePipeline,
-    face: list[BGRImage | bytes],
+    faces: list[list[BGRImage | bytes]],
     *,
     attempts: int,
     fps: float,
@@ -286,7 +295,7 @@ def _run_path(
         frames0, busy0 = kiosk.stats.frames, kiosk.stats.busy_s
         face0, face_busy0 = kiosk.stats.face_frames, kiosk.stats.face_busy_s
         dropped0 = kiosk.feed.status().dropped
-        for _ in range(attempts):
+        for attempt in range(attempts):
             source.show(blank)
             for key in [*STAFF_NO, "enter", *PIN, "enter"]:
                 kiosk.key(key).result(30)
@@ -294,9 +303,11 @@ def _run_path(
                 raise KioskError(f"the face step did not start: {kiosk.broadcaster.view.message}")
             time.sleep(0.3)
             decided = len(kiosk.stats.timings)
-            source.show(face)
+            source.show(faces[attempt % len(faces)])
             if not _wait(lambda n=decided: len(kiosk.stats.timings) > n, 40):
                 raise KioskError("no decision within 40 s")
+            # the timing is taken as the decision is made; let the screen show it
+            _wait(lambda: kiosk.broadcaster.view.screen in ("session", "result", "lockout"), 10)
             if kiosk.broadcaster.view.screen == "session":
                 kiosk.lock().result(30)
             source.show(blank)
@@ -368,17 +379,18 @@ def run_flow_bench(
                 "passive path",
                 passive,
                 pipeline,
-                face,
+                [face],
                 attempts=attempts,
                 fps=fps,
                 liveness=None,
             )
         )
         if clip is not None and clip.is_file():
-            frames = [_fit(f) for f in _clip_frames(clip)]
-            enrol_from = [frames[i] for i in (5, 60, 130, 200)]
-            scene: list[BGRImage | bytes] = [cv2.imencode(".png", f)[1].tobytes() for f in frames]
-            del frames
+            encoded, enrol_from, clip_fps = _clip_scene(clip, (5, 60, 130, 200))
+            # the person steps in at the labelled blink segments of the liveness evaluation
+            scenes: list[list[BGRImage | bytes]] = [
+                list(encoded[start - 10 :]) for start in (68, 100, 160, 195)
+            ]
             blinker = base.model_copy(update={"state_dir": root / "state-blink"})
             create_secret(blinker.state_dir / "device-secret")
             _enrol(blinker, pipeline, enrol_from, root / "blink")
@@ -387,9 +399,9 @@ def run_flow_bench(
                     "one challenge (blink, real clip)",
                     blinker,
                     pipeline,
-                    scene,
+                    scenes,
                     attempts=max(1, attempts // 2),
-                    fps=fps,
+                    fps=clip_fps,  # a person blinks in real time
                     liveness=ChallengeLiveness(LivenessPolicy(challenges=1, kinds=(Kind.BLINK,))),
                 )
             )

@@ -31,3 +31,15 @@ def test_bench_reports_every_stage(
 def test_bench_without_frames_says_what_to_do(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(KioskError, match="kiosk samples fetch"):
         run_bench(settings, tmp_path / "none", repeat=1)
+
+
+def test_flow_bench_times_the_whole_daemon(settings: Settings, samples_dir: Path) -> None:
+    from kiosk.bench_flow import run_flow_bench
+
+    report = run_flow_bench(settings, samples_dir, attempts=2, clip=None)
+    [passive] = report.paths
+    assert passive.outcomes == {"granted": 2}
+    assert passive.face_to_decision.n == 2 and passive.fps_processed > 0
+    assert report.skipped and report.peak_rss_mb > 0
+    text = "\n".join(report.lines())
+    assert "face appears → decision" in text and "peak RSS" in text
