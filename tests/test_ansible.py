@@ -25,6 +25,7 @@ The real runs stage a device and a centre under a folder of the test (``kiosk_de
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import re
@@ -267,6 +268,7 @@ kiosk_centre_mqtt_server_cert: "{{{{ lookup('ansible.builtin.file', '{pki}/broke
 kiosk_centre_mqtt_server_key: "{{{{ lookup('ansible.builtin.file', '{pki}/broker.key') }}}}"
 kiosk_centre_ingest_cert: "{{{{ lookup('ansible.builtin.file', '{pki}/ingest.crt') }}}}"
 kiosk_centre_ingest_key: "{{{{ lookup('ansible.builtin.file', '{pki}/ingest.key') }}}}"
+kiosk_centre_mqtt_crl: "{{{{ lookup('ansible.builtin.file', '{pki}/ca.crl') }}}}"
 kiosk_centre_mqtt_readers: [dashboard]
 """
     )
@@ -431,14 +433,18 @@ class _Client:
         return self._wait(self.client.publish(topic, b"{}", qos=1).mid)
 
     def subscribe(self, topic: str) -> str:
-        return self._wait(self.client.subscribe(topic, qos=1)[1])
+        mid = self.client.subscribe(topic, qos=1)[1]
+        assert mid is not None
+        return self._wait(mid)
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
 
 
-def test_broker_lets_a_device_publish_only_under_its_own_topic(staged: Staged) -> None:
+@contextlib.contextmanager
+def _broker(staged: Staged) -> Iterator[int]:
+    """mosquitto on a free loopback port with the configuration the centre role wrote."""
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(mosquitto).exists():
         pytest.skip("mosquitto is not installed (scripts/setup.sh dev installs it)")
@@ -453,7 +459,6 @@ def test_broker_lets_a_device_publish_only_under_its_own_topic(staged: Staged) -
     broker = subprocess.Popen(
         [mosquitto, "-c", str(test_conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    clients: list[_Client] = []
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -463,41 +468,76 @@ def test_broker_lets_a_device_publish_only_under_its_own_topic(staged: Staged) -
             except OSError:
                 assert broker.poll() is None, "mosquitto stopped"
                 time.sleep(0.1)
-        pki = staged.tmp / "pki"
-        ingest = _Client(port, pki, "ingest", "kiosk-ingest-test-1")
-        clients.append(ingest)
-        device = _Client(port, pki, f"devices/{DEVICE_ID}", f"kiosk-{DEVICE_ID}")
-        clients.append(device)
-        assert "Success" in str(ingest.connected) and "Success" in str(device.connected)
-        assert "Granted" in ingest.subscribe("$share/ingest/kiosk/+/+/audit")
-        assert "Granted" in device.subscribe(f"kiosk/{SITE}/{DEVICE_ID}/receipt")
-        # A device subscribing to others' topics gets nothing from them (checked below).
-        device.subscribe("kiosk/#")
-        own = f"kiosk/{SITE}/{DEVICE_ID}"
-        assert device.publish(f"{own}/audit") == "Success"
-        assert device.publish(f"{own}/status") in ("Success", "No matching subscribers")
-        for foreign in (
-            "kiosk/lab/test-0002/audit",
-            f"kiosk/other-site/{DEVICE_ID}/audit",
-            "kiosk/lab/test-0002/receipt",
-            f"{own}/receipt",
-        ):
-            assert device.publish(foreign) == "Not authorized", foreign
-        assert ingest.publish(f"{own}/receipt") == "Success"
-        assert ingest.publish("kiosk/lab/test-0002/receipt") == "Success"
-        assert ingest.publish(f"{own}/audit") == "Not authorized"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not (device.messages and ingest.messages):
-            time.sleep(0.1)
-        time.sleep(0.5)
-        # (its own receipt may come twice: once per matching subscription)
-        assert set(device.messages) == {f"{own}/receipt"}
-        assert ingest.messages == [f"{own}/audit"]
+        yield port
     finally:
-        for client in clients:
-            client.close()
         broker.terminate()
         broker.wait(timeout=10)
+
+
+def test_broker_lets_a_device_publish_only_under_its_own_topic(staged: Staged) -> None:
+    pki = staged.tmp / "pki"
+    clients: list[_Client] = []
+    with _broker(staged) as port:
+        try:
+            ingest = _Client(port, pki, "ingest", "kiosk-ingest-test-1")
+            clients.append(ingest)
+            device = _Client(port, pki, f"devices/{DEVICE_ID}", f"kiosk-{DEVICE_ID}")
+            clients.append(device)
+            assert "Success" in str(ingest.connected) and "Success" in str(device.connected)
+            assert "Granted" in ingest.subscribe("$share/ingest/kiosk/+/+/audit")
+            assert "Granted" in device.subscribe(f"kiosk/{SITE}/{DEVICE_ID}/receipt")
+            # A device subscribing to others' topics gets nothing from them (checked below).
+            device.subscribe("kiosk/#")
+            own = f"kiosk/{SITE}/{DEVICE_ID}"
+            assert device.publish(f"{own}/audit") == "Success"
+            assert device.publish(f"{own}/status") in ("Success", "No matching subscribers")
+            for foreign in (
+                "kiosk/lab/test-0002/audit",
+                f"kiosk/other-site/{DEVICE_ID}/audit",
+                "kiosk/lab/test-0002/receipt",
+                f"{own}/receipt",
+            ):
+                assert device.publish(foreign) == "Not authorized", foreign
+            assert ingest.publish(f"{own}/receipt") == "Success"
+            assert ingest.publish("kiosk/lab/test-0002/receipt") == "Success"
+            assert ingest.publish(f"{own}/audit") == "Not authorized"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not (device.messages and ingest.messages):
+                time.sleep(0.1)
+            time.sleep(0.5)
+            # (its own receipt may come twice: once per matching subscription)
+            assert set(device.messages) == {f"{own}/receipt"}
+            assert ingest.messages == [f"{own}/audit"]
+        finally:
+            for client in clients:
+                client.close()
+
+
+def _connects(port: int, pki: Path, name: str) -> bool:
+    try:
+        client = _Client(port, pki, name, f"probe-{name.replace('/', '-')}")
+    except (AssertionError, OSError):
+        return False
+    client.close()
+    return "Success" in str(client.connected)
+
+
+def test_a_revoked_device_certificate_is_refused(staged: Staged) -> None:
+    args = ["-i", str(staged.inventory), "-e", f"@{staged.vars_file}"]
+    revoke = ["-e", f'{{"kiosk_pki_revoke": ["{DEVICE_ID}"]}}']
+    proc = _playbook([*args, *revoke], ANSIBLE / "pki.yml")
+    assert proc.returncode == 0, _tail(proc)
+    assert _recap(proc)["changed"] > 0
+    proc = _playbook([*args, *revoke], ANSIBLE / "pki.yml")
+    assert proc.returncode == 0 and _recap(proc)["changed"] == 0, _tail(proc)
+    proc = _playbook(args, ANSIBLE / "centre.yml")
+    assert proc.returncode == 0, _tail(proc)
+    crl = staged.path("/etc/mosquitto/certs/kiosk-ca.crl").read_text()
+    assert crl == (staged.tmp / "pki" / "ca.crl").read_text()
+    pki = staged.tmp / "pki"
+    with _broker(staged) as port:
+        assert _connects(port, pki, "ingest")
+        assert not _connects(port, pki, f"devices/{DEVICE_ID}")
 
 
 def test_device_secret_is_never_replaced_unless_asked(staged: Staged) -> None:
