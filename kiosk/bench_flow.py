@@ -172,7 +172,8 @@ def _counts(outcomes: dict[str, int]) -> str:
     return ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
 
 
-def _warped(image: BGRImage, k: float = 0.2) -> BGRImage:
+def side_view(image: BGRImage, k: float = 0.2) -> BGRImage:
+    """The photo seen from a little to the side (a perspective warp): a third enrolment view."""
     h, w = image.shape[:2]
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     dst = np.array([[w * k, 0], [w, h * k / 2], [w, h * (1 - k / 2)], [w * k, h]], np.float32)
@@ -369,7 +370,7 @@ def run_flow_bench(
         create_secret(base.state_dir / "device-secret")
         pipeline = FacePipeline.from_settings(base)
         obama = _read(samples / "obama.jpg")
-        _enrol(base, pipeline, [obama, _read(samples / "obama2.jpg"), _warped(obama)], root)
+        _enrol(base, pipeline, [obama, _read(samples / "obama2.jpg"), side_view(obama)], root)
         passive = base.model_copy(
             update={"liveness": base.liveness.model_copy(update={"mode": "continuity"})}
         )

@@ -17,6 +17,7 @@ import numpy as np
 from kiosk.app import enrol, open_services
 from kiosk.auth.admin import UserAdmin
 from kiosk.auth.liveness import LivenessChecker
+from kiosk.bench_flow import side_view as warped  # noqa: F401 - for the tests
 from kiosk.camera import FolderSource, FrameSource
 from kiosk.config import Settings
 from kiosk.daemon.engine import Kiosk
@@ -43,14 +44,6 @@ def daemon_settings(root: Path, models_dir: Path, **overrides: Any) -> Settings:
     if not secret.exists():
         create_secret(secret)
     return settings
-
-
-def warped(image: np.ndarray, k: float = 0.2) -> np.ndarray:
-    """The photo seen from a little to the side (a perspective warp)."""
-    h, w = image.shape[:2]
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[w * k, 0], [w, h * k / 2], [w, h * (1 - k / 2)], [w * k, h]])
-    return cv2.warpPerspective(image, cv2.getPerspectiveTransform(src, dst), (w, h))
 
 
 def add_user(
