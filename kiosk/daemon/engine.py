@@ -592,8 +592,7 @@ class Kiosk:
         )
         with self._session_lock:
             self._session = _Session(user, who, templates, verification)
-        if self.settings.presence.enabled:
-            self.monitor.start(user.ref(), templates)
+        self.monitor.start(user.ref(), templates)  # checks run only when presence is enabled
         self.devices.on_grant()
         self._hold_until = None
         self._show(
@@ -617,8 +616,6 @@ class Kiosk:
             self._end_stepup(VerifyResult.deny("the session was locked"))
         if self.monitor.open:
             self.monitor.lock(LockReason.MANUAL)
-        elif self._session is not None:  # presence checks are off
-            self._session_locked(self._session.user.name, LockReason.MANUAL)
         return None
 
     def _lock_actions(self) -> list[LockAction]:
@@ -638,8 +635,6 @@ class Kiosk:
             self._session = None
         if self._stepup is not None:
             self._end_stepup(VerifyResult.deny("the session was locked"))
-        if not self.settings.presence.enabled:
-            self.devices.on_session_lock()
         self._result(
             Result.SESSION_LOCKED, LOCK_MESSAGES[reason], self.settings.screen.result_hold_s
         )
@@ -764,7 +759,7 @@ class Kiosk:
         elif self._stepup is not None:
             self._stepup_frame(frame)
         elif self.monitor.open:
-            if self.monitor.due():
+            if self.settings.presence.enabled and self.monitor.due():
                 self._presence_frame(frame)
         elif self._preview_due():
             faces = self.pipeline.detect(frame.image, grid=1)
@@ -824,7 +819,7 @@ class Kiosk:
                 self._apply(self.flow.tick())
         if self._stepup is not None and now > self._stepup.deadline:
             self._end_stepup(VerifyResult.deny("the face check took too long", self._stepup.who))
-        if self.monitor.open and stale and self.monitor.due():
+        if self.settings.presence.enabled and self.monitor.open and stale and self.monitor.due():
             self.monitor.check([])  # nobody can be seen: the absence limit runs
         if self._hold_until is not None and now >= self._hold_until:
             self._to_idle()
