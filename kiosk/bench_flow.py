@@ -39,7 +39,7 @@ from kiosk.bench import Stat
 from kiosk.camera import FolderSource
 from kiosk.camera.base import BaseFrameSource, BGRImage
 from kiosk.config import Settings
-from kiosk.daemon.engine import Kiosk
+from kiosk.daemon.engine import running_in_thread
 from kiosk.errors import KioskError
 from kiosk.secrets import create_secret
 from kiosk.vision import FacePipeline
@@ -274,24 +274,7 @@ def _run_path(
 ) -> PathResult:
     blank: list[BGRImage | bytes] = [np.full((480, 640, 3), 40, np.uint8)]
     source = SceneSource(blank, fps)
-    stop = threading.Event()
-    box: dict[str, Kiosk] = {}
-    errors: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            with open_services(settings) as services:
-                box["k"] = Kiosk(settings, services, pipeline, source, liveness=liveness)
-                box["k"].run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=main, name="bench-kiosk")
-    thread.start()
-    try:
-        if not _wait(lambda: ("k" in box and box["k"].ready.is_set()) or errors, 120) or errors:
-            raise KioskError(f"the daemon did not start: {errors}")
-        kiosk = box["k"]
+    with running_in_thread(settings, source, pipeline=pipeline, liveness=liveness) as kiosk:
         usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         frames0, busy0 = kiosk.stats.frames, kiosk.stats.busy_s
         face0, face_busy0 = kiosk.stats.face_frames, kiosk.stats.face_busy_s
@@ -338,9 +321,6 @@ def _run_path(
             cpu_share=cpu / (wall1 - wall0),
             peak_rss_mb=_peak_rss_mb(),
         )
-    finally:
-        stop.set()
-        thread.join(30)
 
 
 def run_flow_bench(

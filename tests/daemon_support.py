@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import shutil
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from kiosk.auth.liveness import LivenessChecker
 from kiosk.bench_flow import side_view as warped  # noqa: F401 - for the tests
 from kiosk.camera import FolderSource, FrameSource
 from kiosk.config import Settings
-from kiosk.daemon.engine import Kiosk
+from kiosk.daemon.engine import Kiosk, running_in_thread
 from kiosk.devices import Devices
 from kiosk.secrets import create_secret
 from kiosk.vision import FacePipeline
@@ -99,47 +98,15 @@ def sequence(folder: Path, parts: list[tuple[np.ndarray, int]]) -> Path:
     return folder
 
 
-@contextmanager
 def running(
     settings: Settings,
     source: FrameSource,
     *,
     liveness: LivenessChecker | None = None,
     devices: Devices | None = None,
-) -> Iterator[Kiosk]:
-    """The daemon running on a thread of its own (which opens its own database connection)."""
-    box: dict[str, Kiosk] = {}
-    failed: list[BaseException] = []
-    stop = threading.Event()
-
-    def main() -> None:
-        try:
-            with open_services(settings) as services:
-                pipeline = FacePipeline.from_settings(settings)
-                box["kiosk"] = Kiosk(
-                    settings, services, pipeline, source, liveness=liveness, devices=devices
-                )
-                box["kiosk"].run(stop)
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=main, name="test-kiosk")
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not ("kiosk" in box and box["kiosk"].ready.is_set()):
-        if failed or not thread.is_alive() or time.monotonic() > deadline:
-            stop.set()
-            thread.join(10)
-            raise RuntimeError(f"the kiosk did not start: {failed}")
-        time.sleep(0.05)
-    try:
-        yield box["kiosk"]
-    finally:
-        stop.set()
-        thread.join(30)
-        assert not thread.is_alive(), "the kiosk did not stop"
-        if failed:
-            raise failed[0]
+) -> AbstractContextManager[Kiosk]:
+    """The daemon running on a thread of its own, with a fresh pipeline."""
+    return running_in_thread(settings, source, liveness=liveness, devices=devices)
 
 
 def wait_for(

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pyotp
 import pytest
 
@@ -23,6 +22,7 @@ from kiosk.auth.clock import ManualClock
 from kiosk.auth.crypto import CorruptRecordError
 from kiosk.auth.flow import Phase
 from kiosk.auth.model import InvalidInputError, Role, User
+from kiosk.bench_flow import side_view as _warped
 from kiosk.camera import FolderSource, ImageSource
 from kiosk.config import Settings
 from kiosk.secrets import SecretError, create_secret
@@ -30,16 +30,6 @@ from kiosk.vision import FacePipeline
 from kiosk.vision.frames import BgrImage
 
 OBAMA_PIN, SUPERVISOR_PIN = "274913", "8800"
-
-
-def _warped(image: BgrImage, k: float = 0.2) -> BgrImage:
-    """The photo seen from a little to the side (a perspective warp)."""
-    h, w = image.shape[:2]
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    dst = np.float32([[w * k, 0], [w, h * k / 2], [w, h * (1 - k / 2)], [w * k, h]])
-    return np.ascontiguousarray(
-        cv2.warpPerspective(image, cv2.getPerspectiveTransform(src, dst), (w, h))
-    )
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ from kiosk.auth.model import (
     check_pin_format,
     check_staff_no_format,
 )
+from kiosk.vision.embedding import best_match
 from kiosk.vision.types import DepthFrame, FaceObservation, FloatArray
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ class AuthFlow:
             return self._fail(attempt.user, "face", "the face changed during the attempt", MSG_FACE)
         if obs.embedding is None:
             return self._progress(attempt, update.prompt, update.progress)
-        score = max(float(np.dot(obs.embedding, t)) for t in attempt.templates)
+        score = best_match(obs.embedding, attempt.templates)
         matched = score >= self.policy.threshold
         if not matched:
             attempt.unmatched += 1

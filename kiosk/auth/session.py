@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Protocol
 
-import numpy as np
-
 from kiosk.auth import events
 from kiosk.auth.clock import Clock
 from kiosk.auth.events import DeviceInfo, UserRef
 from kiosk.auth.model import Change
+from kiosk.vision.embedding import best_match
 from kiosk.vision.types import FaceObservation, FloatArray
 
 log = logging.getLogger(__name__)
@@ -101,10 +100,6 @@ class PresenceState:
     last_verified: float = 0.0
 
 
-def _best(vector: FloatArray, templates: list[FloatArray]) -> float:
-    return max(float(np.dot(vector, t)) for t in templates)
-
-
 @dataclass
 class SessionMonitor:
     """Watches an open session; decides when to lock (pure: clock and observations in)."""
@@ -148,7 +143,8 @@ class SessionMonitor:
             matched = [
                 f
                 for f in usable
-                if f.embedding is not None and _best(f.embedding, s.templates) >= self.threshold
+                if f.embedding is not None
+                and best_match(f.embedding, s.templates) >= self.threshold
             ]
         else:
             # A fallback sign-in (code, supervisor) of a user without a usable face template:

@@ -40,14 +40,14 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
-import numpy as np
 
-from kiosk.app import Services, build_flow, build_liveness
+from kiosk.app import Services, build_flow, build_liveness, open_services
 from kiosk.auth.crypto import CorruptRecordError
 from kiosk.auth.events import AuditEvent
 from kiosk.auth.flow import Grant, Outcome, Phase
@@ -80,13 +80,13 @@ from kiosk.devices import Devices
 from kiosk.errors import KioskError
 from kiosk.stepup.service import SessionUser, Verification, VerifyResult
 from kiosk.vision import FacePipeline
-from kiosk.vision.types import FaceObservation, FloatArray
+from kiosk.vision.embedding import best_match
+from kiosk.vision.types import Detection, FaceObservation, FloatArray
 
 log = logging.getLogger(__name__)
 
 STAFF_MAX = 12
 PIN_MAX = 8
-MAX_UNMATCHED = 8  # a step-up's unmatched usable frames before it is refused
 DB_PROBE_S = 10.0
 FACE_AMR = ("pin", "face", "liveness")
 STEPUP_AMR = ("face", "liveness")
@@ -706,12 +706,10 @@ class Kiosk:
         elif obs.track_id != s.track:
             self._end_stepup(VerifyResult.deny("the face changed during the check", s.who))
             return
-        matched = max(float(np.dot(obs.embedding, t)) for t in s.templates) >= (
-            self.settings.verification.threshold
-        )
+        matched = best_match(obs.embedding, s.templates) >= self.settings.verification.threshold
         if not matched:
             s.unmatched += 1
-            if s.unmatched >= MAX_UNMATCHED:
+            if s.unmatched >= self.flow.policy.max_unmatched_frames:
                 self._end_stepup(VerifyResult.deny("face not recognised", s.who))
                 return
         if update.status is LivenessStatus.PASSED:
@@ -762,13 +760,12 @@ class Kiosk:
             if self.settings.presence.enabled and self.monitor.due():
                 self._presence_frame(frame)
         elif self._preview_due():
-            faces = self.pipeline.detect(frame.image, grid=1)
-            h, w = frame.image.shape[:2]
-            self._face_box = _box(faces[0].box, w, h) if faces else None
+            self._note_faces(frame, self.pipeline.detect(frame.image, grid=1))
         if self._preview_due():
             self._render_preview(frame)
 
-    def _note_faces(self, frame: Frame, faces: list[FaceObservation]) -> None:
+    def _note_faces(self, frame: Frame, faces: Sequence[FaceObservation | Detection]) -> None:
+        """Where the largest face is, for the preview's box."""
         h, w = frame.image.shape[:2]
         self._face_box = _box(faces[0].box, w, h) if faces else None
 
@@ -884,6 +881,60 @@ class Kiosk:
     def _notify_publisher(self) -> None:
         if self.publisher is not None:
             self.publisher.notify()
+
+
+@contextmanager
+def running_in_thread(
+    settings: Settings,
+    source: FrameSource,
+    *,
+    pipeline: FacePipeline | None = None,
+    liveness: LivenessChecker | None = None,
+    devices: Devices | None = None,
+    start_timeout_s: float = 120.0,
+) -> Iterator[Kiosk]:
+    """The daemon on a thread of its own, which opens its own database connection.
+
+    For the flow bench and the tests: yields once the daemon serves; stops it on exit
+    and re-raises what ended it, if anything did.
+    """
+    box: dict[str, Kiosk] = {}
+    failed: list[BaseException] = []
+    stop = threading.Event()
+
+    def main() -> None:
+        try:
+            with open_services(settings) as services:
+                box["kiosk"] = Kiosk(
+                    settings,
+                    services,
+                    pipeline or FacePipeline.from_settings(settings),
+                    source,
+                    liveness=liveness,
+                    devices=devices,
+                )
+                box["kiosk"].run(stop)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=main, name="kiosk-main")
+    thread.start()
+    deadline = time.monotonic() + start_timeout_s
+    while not ("kiosk" in box and box["kiosk"].ready.is_set()):
+        if failed or not thread.is_alive() or time.monotonic() > deadline:
+            stop.set()
+            thread.join(30)
+            raise KioskError(f"the kiosk did not start: {failed or 'timed out'}")
+        time.sleep(0.05)
+    try:
+        yield box["kiosk"]
+    finally:
+        stop.set()
+        thread.join(30)
+        if thread.is_alive():
+            raise KioskError("the kiosk did not stop within 30 s")
+        if failed:
+            raise failed[0]
 
 
 def _box(box: tuple[float, float, float, float], w: int, h: int) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +51,11 @@ def l2_normalize(vector: FloatArray) -> FloatArray:
     """``vector`` scaled to unit length (a zero vector stays zero)."""
     norm = float(np.linalg.norm(vector))
     return (vector / norm).astype(np.float32) if norm > 0 else vector.astype(np.float32)
+
+
+def best_match(vector: FloatArray, templates: Sequence[FloatArray]) -> float:
+    """The highest similarity of a unit-length embedding to unit-length templates (≥ 1 template)."""
+    return max(float(np.dot(vector, t)) for t in templates)
 
 
 def cosine_similarity(a: FloatArray, b: FloatArray) -> float:
