@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from kiosk import __version__, supply
@@ -206,14 +204,6 @@ def cmd_compare(args: argparse.Namespace, settings: Settings) -> int:
 # --- run ------------------------------------------------------------------------------------
 
 
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from kiosk.daemon import serve
 
@@ -240,9 +230,9 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
         loop=cam.loop if args.frames is None else False,
         demo_dir=samples_dir(settings),
     )
-    stop = _Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    from kiosk.daemon.systemd import stop_on_signals
+
+    stop = stop_on_signals()
     shown = 0
     with source:
         label = source.label + (" (replay — not a live camera)" if source.is_replay else "")
@@ -262,7 +252,7 @@ def cmd_watch(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 _out(f"frame {frame.index}: " + (_face_line(0, face) if face else "no face"))
             shown += 1
-            if stop.requested or (args.frames is not None and shown >= args.frames):
+            if stop.is_set() or (args.frames is not None and shown >= args.frames):
                 break
     return 0
 

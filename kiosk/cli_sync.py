@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import threading
 from types import FrameType
 from typing import Any
 
@@ -50,16 +49,10 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from kiosk.daemon.systemd import stop_on_signals
     from kiosk.sync.ingest import IngestService
 
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("stopping the ingest (signal %d)", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop = stop_on_signals()
     service = IngestService(
         settings,
         database_url=args.database_url,

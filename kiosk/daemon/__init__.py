@@ -8,10 +8,7 @@ build it directly).
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from pathlib import Path
-from types import FrameType
 
 from kiosk.config import Settings
 
@@ -30,16 +27,10 @@ def serve(
     from kiosk.app import open_services
     from kiosk.camera import open_source
     from kiosk.daemon.engine import Kiosk
+    from kiosk.daemon.systemd import stop_on_signals
     from kiosk.vision import FacePipeline
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("%s received: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     with open_services(settings) as services:
         pipeline = FacePipeline.from_settings(settings)
         cam = settings.camera

@@ -797,16 +797,14 @@ class Kiosk:
         view = self.broadcaster.view
         if camera != view.camera:
             self._show(view.but(camera=camera))
-        stale = status.last_frame_age_s is None or (
-            status.last_frame_age_s > self.settings.daemon.frame_stale_s
-        )
+        stale = status.stale(self.settings.daemon.frame_stale_s)
         down = stale and (self._frame_seen or status.error is not None)
         try:
             self._let_time_act(now, frame=frame, down=down, stale=stale)
         except KioskError as exc:  # e.g. the database refused a timeout's write
             log.error("cannot complete a timed step: %s", exc)
             self._fault()
-        self._watchdog(now, stale)
+        self._watchdog(now)
 
     def _let_time_act(self, now: float, *, frame: bool, down: bool, stale: bool) -> None:
         if self.flow.phase is Phase.FACE and not frame:
@@ -828,14 +826,11 @@ class Kiosk:
             self._last_checkpoint = now
             self.flow.checkpoint()
 
-    def health(self, *, stale: bool | None = None) -> Health:
+    def health(self) -> Health:
         """Whether the daemon works: fresh frames, a writable database, its threads alive."""
         problems = []
         status = self.feed.status()
-        if stale is None:
-            age = status.last_frame_age_s
-            stale = age is None or age > self.settings.daemon.frame_stale_s
-        if stale:
+        if status.stale(self.settings.daemon.frame_stale_s):
             problems.append(f"no camera frame ({status.error or 'none recently'})")
         if not self._db_ok:
             problems.append(f"audit store: {self._db_problem}")
@@ -849,7 +844,7 @@ class Kiosk:
             problems.append("the step-up server stopped")
         return Health(not problems, tuple(problems))
 
-    def _watchdog(self, now: float, stale: bool) -> None:
+    def _watchdog(self, now: float) -> None:
         if now - self._last_probe >= DB_PROBE_S:
             self._last_probe = now
             try:
@@ -861,7 +856,7 @@ class Kiosk:
         if now - self._last_health < min(interval, 1.0):
             return
         self._last_health = now
-        health = self.health(stale=stale)
+        health = self.health()
         if health != self._health:
             (log.info if health.ok else log.error)("kiosk %s", health.line)
             self.notifier.status(health.line)

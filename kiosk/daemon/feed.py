@@ -32,6 +32,10 @@ class FeedStatus:
     dropped: int
     last_frame_age_s: float | None
 
+    def stale(self, limit_s: float) -> bool:
+        """No frame yet, or none for more than ``limit_s`` seconds."""
+        return self.last_frame_age_s is None or self.last_frame_age_s > limit_s
+
 
 class CameraFeed:
     """Reads ``source`` in a thread; :meth:`latest` returns the newest unseen frame."""

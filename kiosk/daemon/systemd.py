@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
+from types import FrameType
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +63,16 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM (systemd's stop) or SIGINT (Ctrl-C); call on the main thread."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop
